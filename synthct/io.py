@@ -1,0 +1,169 @@
+"""Medical image I/O on SimpleITK, and geometry checks.
+
+Arrays follow SimpleITK's numpy view: axes (z, y, x). Sizes and spacings reported by SimpleITK are (x, y, z);
+the messages below say which order they use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from synthct.atomic import atomic_path
+
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+"""File types read as images (a folder is read as a DICOM series)."""
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or unusable; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical geometry of an image, in SimpleITK order: size and spacing (x, y, z), origin in mm."""
+
+    size: tuple[int, ...]
+    spacing_mm: tuple[float, ...]
+    origin_mm: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(
+            tuple(int(s) for s in image.GetSize()),
+            tuple(float(s) for s in image.GetSpacing()),
+            tuple(float(o) for o in image.GetOrigin()),
+            tuple(float(d) for d in image.GetDirection()),
+        )
+
+
+def strip_image_suffix(name: str) -> str:
+    """``'1BA001.nii.gz'`` → ``'1BA001'``: the file name without a known image suffix."""
+    lowered = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lowered.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_image_path(path: Path) -> bool:
+    """True for a file with a known image suffix."""
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def read_image(path: str | os.PathLike[str], require_3d: bool = True) -> sitk.Image:
+    """Read an image file (.mha/.mhd/.nii/.nii.gz/.nrrd) or a DICOM series folder.
+
+    Raises :class:`ImageError` naming the file if it is missing, unreadable, or (with ``require_3d``) not a
+    single-component 3-D image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                raise ImageError(f"{path}: folder holds no DICOM series")
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise ImageError(f"{path}: cannot be read as an image ({first_line})") from exc
+    if require_3d:
+        if image.GetDimension() != 3:
+            raise ImageError(f"{path}: expected a 3-D image, got {image.GetDimension()}-D of size {image.GetSize()}")
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise ImageError(f"{path}: expected one component per voxel, got {image.GetNumberOfComponentsPerPixel()}")
+        if min(image.GetSize()) < 1:
+            raise ImageError(f"{path}: image is empty (size {image.GetSize()})")
+    return image
+
+
+def read_array(path: str | os.PathLike[str], dtype: type = np.float32) -> tuple[np.ndarray, sitk.Image]:
+    """Read an image and return ``(array (z, y, x) as dtype, image)``; the image carries the geometry."""
+    image = read_image(path)
+    return sitk.GetArrayFromImage(image).astype(dtype, copy=False), image
+
+
+def array_to_image(array: np.ndarray, reference: sitk.Image | Geometry) -> sitk.Image:
+    """A (z, y, x) array as an image with the geometry of ``reference``."""
+    image = sitk.GetImageFromArray(array)
+    if isinstance(reference, Geometry):
+        image.SetSpacing(reference.spacing_mm)
+        image.SetOrigin(reference.origin_mm)
+        image.SetDirection(reference.direction)
+    else:
+        image.CopyInformation(reference)
+    return image
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike[str], compress: bool = True) -> Path:
+    """Write ``image`` atomically (temporary file, then rename); compressed by default. Returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    return path
+
+
+def geometry_differences(
+    reference: sitk.Image | Geometry,
+    other: sitk.Image | Geometry,
+    spacing_tol: float = 1e-3,
+    origin_tol_mm: float = 1e-2,
+    direction_tol: float = 1e-4,
+) -> list[str]:
+    """Human-readable differences between two geometries (empty when they match within tolerance).
+
+    Tolerances: spacing relative, origin absolute in mm, direction cosines absolute.
+    """
+    ref = reference if isinstance(reference, Geometry) else Geometry.of(reference)
+    oth = other if isinstance(other, Geometry) else Geometry.of(other)
+    problems: list[str] = []
+    if ref.size != oth.size:
+        problems.append(f"size (x, y, z) {oth.size} != {ref.size}")
+        return problems
+    spacing_rel = np.abs(np.subtract(oth.spacing_mm, ref.spacing_mm)) / np.maximum(np.abs(ref.spacing_mm), 1e-12)
+    if np.any(spacing_rel > spacing_tol):
+        problems.append(
+            f"spacing (x, y, z) {_fmt(oth.spacing_mm)} mm != {_fmt(ref.spacing_mm)} mm "
+            f"(relative difference up to {spacing_rel.max():.2e}, tolerance {spacing_tol:g})"
+        )
+    origin_diff = np.abs(np.subtract(oth.origin_mm, ref.origin_mm))
+    if np.any(origin_diff > origin_tol_mm):
+        problems.append(
+            f"origin {_fmt(oth.origin_mm)} mm != {_fmt(ref.origin_mm)} mm "
+            f"(off by up to {origin_diff.max():.4g} mm, tolerance {origin_tol_mm:g} mm)"
+        )
+    direction_diff = np.abs(np.subtract(oth.direction, ref.direction))
+    if np.any(direction_diff > direction_tol):
+        problems.append(
+            f"direction {_fmt(oth.direction)} != {_fmt(ref.direction)} "
+            f"(off by up to {direction_diff.max():.3g}, tolerance {direction_tol:g})"
+        )
+    return problems
+
+
+def check_same_geometry(
+    reference: sitk.Image | Geometry,
+    other: sitk.Image | Geometry,
+    reference_name: str = "reference",
+    other_name: str = "image",
+    **tolerances: float,
+) -> None:
+    """Raise :class:`ImageError` naming both images and each differing property if geometries differ."""
+    problems = geometry_differences(reference, other, **tolerances)
+    if problems:
+        raise ImageError(f"{other_name}: geometry differs from {reference_name}: " + "; ".join(problems))
+
+
+def _fmt(values: tuple[float, ...] | tuple[int, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
