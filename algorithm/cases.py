@@ -1,0 +1,186 @@
+"""Input discovery for the algorithm: MR/mask pairing by case id, anatomical region, installed model packages.
+
+Pairing is by case id (file name without its image suffix), never by sort order. One exception: a folder pair
+holding exactly one MR and one mask is paired whatever the names (grand-challenge may name inputs by UUID).
+
+Region (which model): ``/input/region.json`` (a bare JSON string, e.g. ``"Head and Neck"``) when present; else the
+only installed model; else the SynthRAD case-id prefix (``1B…``/``2B…`` brain, ``1P…``/``2P…`` pelvis,
+``1HN…``/``1TH…``/``1AB…`` for SynthRAD 2025). Without region.json a case whose id names another region than the
+single installed model is refused rather than processed with the wrong model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthct.io import is_image_path, strip_image_suffix
+from synthct.model_package import MANIFEST_NAME, REGIONS
+
+log = logging.getLogger(__name__)
+
+_REGION_ALIASES = {
+    "brain": "brain",
+    "pelvis": "pelvis",
+    "head and neck": "hn",
+    "headandneck": "hn",
+    "head neck": "hn",
+    "hn": "hn",
+    "thorax": "th",
+    "th": "th",
+    "abdomen": "ab",
+    "ab": "ab",
+}
+_CASE_ID_REGION = re.compile(r"^[12](HN|TH|AB|B|P)[A-Z]?\d", re.IGNORECASE)
+_PREFIX_REGION = {"B": "brain", "P": "pelvis", "HN": "hn", "TH": "th", "AB": "ab"}
+
+
+class RegionError(ValueError):
+    """The region is unreadable, unknown, or cannot be decided; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One case's inputs; ``problem`` is set when the case cannot run (e.g. no mask)."""
+
+    case_id: str
+    mr: Path
+    mask: Path | None
+    problem: str | None = None
+
+
+def canonical_region(name: str) -> str:
+    """``"Head and Neck"`` → ``"hn"``, ``"Brain"`` → ``"brain"``, …; raises :class:`RegionError` if unknown."""
+    key = re.sub(r"[\s_\-]+", " ", name.strip().lower().replace("&", " and ")).strip()
+    region = _REGION_ALIASES.get(key) or _REGION_ALIASES.get(key.replace(" ", ""))
+    if region is None:
+        raise RegionError(f"unknown region {name!r} (expected Brain, Pelvis, Head and Neck, Thorax or Abdomen)")
+    return region
+
+
+def read_region_file(path: Path) -> str | None:
+    """Canonical region named by ``path`` (a bare JSON string), or ``None`` if the file does not exist."""
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegionError(f"{path}: not readable as JSON ({exc})") from exc
+    if not isinstance(value, str):
+        raise RegionError(f"{path}: expected a JSON string such as \"Brain\", got {value!r}")
+    try:
+        return canonical_region(value)
+    except RegionError as exc:
+        raise RegionError(f"{path}: {exc}") from exc
+
+
+def region_from_case_id(case_id: str) -> str | None:
+    """Region implied by a SynthRAD case id (``1BA001`` → brain, ``1PA001`` → pelvis, ``1HNA001`` → hn), or None."""
+    match = _CASE_ID_REGION.match(case_id)
+    return _PREFIX_REGION[match.group(1).upper()] if match else None
+
+
+def resolve_region(case_id: str, declared: str | None, installed: list[str]) -> str:
+    """The model region for a case: ``declared`` (region.json) wins; see the module docstring for the fallbacks."""
+    if declared is not None:
+        implied = region_from_case_id(case_id)
+        if implied is not None and implied != declared:
+            log.warning("case %s: id suggests %s but region.json says %s; using %s", case_id, implied, declared,
+                        declared)
+        return declared
+    implied = region_from_case_id(case_id)
+    if len(installed) == 1:
+        if implied is not None and implied != installed[0]:
+            raise RegionError(
+                f"case {case_id}: no region.json; the case id suggests region {implied!r} but the only installed "
+                f"model is for {installed[0]!r}; add region.json to choose the model explicitly"
+            )
+        return installed[0]
+    if implied is None:
+        raise RegionError(
+            f"case {case_id}: no region.json and the region cannot be derived from the case id; installed models: "
+            f"{installed}; provide /input/region.json (e.g. \"Brain\")"
+        )
+    return implied
+
+
+def find_model_packages(models_dir: Path) -> dict[str, Path]:
+    """Installed model packages by region: ``models_dir/model.json`` (one package) or ``models_dir/<region>/``.
+
+    Only the manifest's ``region`` field is read here; files are verified when a package is loaded.
+    """
+    if (models_dir / MANIFEST_NAME).is_file():
+        region = _peek_region(models_dir / MANIFEST_NAME)
+        return {region or "unknown": models_dir}
+    found: dict[str, Path] = {}
+    if not models_dir.is_dir():
+        return found
+    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file()):
+        name = folder.name.lower()
+        region = name if name in REGIONS else _peek_region(folder / MANIFEST_NAME)
+        if region is None:
+            log.warning("%s: cannot tell the region of this model package; ignored", folder)
+            continue
+        if region in found:
+            log.warning("%s: a second package for region %s (keeping %s)", folder, region, found[region])
+            continue
+        found[region] = folder
+    return found
+
+
+def _peek_region(manifest_path: Path) -> str | None:
+    try:
+        region = json.loads(manifest_path.read_text(encoding="utf-8")).get("region")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return region if isinstance(region, str) else None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files (known suffixes) directly in ``folder``, sorted; hidden files skipped."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_image_path(p))
+
+
+def pair_cases(mr_paths: list[Path], mask_paths: list[Path]) -> list[CaseFiles]:
+    """Pair MR and mask files by case id (sorted by id); unpaired or duplicated MRs carry a ``problem``."""
+    mrs: dict[str, list[Path]] = {}
+    masks: dict[str, list[Path]] = {}
+    for path in mr_paths:
+        mrs.setdefault(strip_image_suffix(path.name), []).append(path)
+    for path in mask_paths:
+        masks.setdefault(strip_image_suffix(path.name), []).append(path)
+    if len(mr_paths) == 1 and len(mask_paths) == 1 and not set(mrs) & set(masks):
+        log.info("one MR (%s) and one mask (%s): paired although their names differ", mr_paths[0].name,
+                 mask_paths[0].name)
+        return [CaseFiles(strip_image_suffix(mr_paths[0].name), mr_paths[0], mask_paths[0])]
+    cases = []
+    for case_id in sorted(mrs):
+        mr_files, mask_files = mrs[case_id], masks.get(case_id, [])
+        problem = None
+        if len(mr_files) > 1:
+            problem = f"several MR files for case {case_id}: {[p.name for p in mr_files]}"
+        elif not mask_files:
+            problem = f"{mr_files[0]}: no body mask with case id {case_id!r} (expected e.g. {case_id}.mha)"
+        elif len(mask_files) > 1:
+            problem = f"several body masks for case {case_id}: {[p.name for p in mask_files]}"
+        cases.append(CaseFiles(case_id, mr_files[0], mask_files[0] if mask_files else None, problem))
+    for case_id in sorted(set(masks) - set(mrs)):
+        log.warning("body mask %s has no MR with case id %r: ignored", masks[case_id][0], case_id)
+    return cases
+
+
+def collect_cases(mr: Path, mask: Path) -> list[CaseFiles]:
+    """Cases from two files (one pair) or two folders (paired by id)."""
+    if mr.is_file() or mask.is_file():
+        if not (mr.is_file() and mask.is_file()):
+            raise FileNotFoundError(f"--mr {mr} and --mask {mask} must both be files or both be folders")
+        return [CaseFiles(strip_image_suffix(mr.name), mr, mask)]
+    for folder in (mr, mask):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: folder not found")
+    return pair_cases(list_images(mr), list_images(mask))

@@ -1,0 +1,113 @@
+"""The grand-challenge algorithm container (SPEC §5): ``/input`` → ``/output``; ``python -m algorithm``.
+
+Reads ``/input/images/mri/<name>.{mha,nii.gz,nii,nrrd,mhd}``, the body masks in ``/input/images/body/`` (paired by
+case id) and ``/input/region.json``; writes ``/output/images/synthetic-ct/<name>.mha`` (int16 HU, MR geometry) and
+``/output/results.json``. Exit status 0 when every case succeeded, 1 when any case failed, 2 when nothing could run.
+
+Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_MODELS``
+(/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|tensorrt),
+``SYNTHCT_DEVICE`` (auto|cpu|cuda), ``SYNTHCT_BATCH_SIZE`` (4), ``SYNTHCT_THREADS`` (ONNX Runtime threads),
+``SYNTHCT_PROGRESS`` (1/0: progress bar).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
+from algorithm.runner import ModelRegistry, run_cases
+from synthct.atomic import write_json_atomic
+
+log = logging.getLogger("algorithm")
+
+EXIT_OK, EXIT_CASE_FAILED, EXIT_FATAL = 0, 1, 2
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be at least 1")
+    return number
+
+
+def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {choices}")
+    return value
+
+
+def run_container(env: Mapping[str, str] | None = None) -> int:
+    """Process every case under the input folder; always writes results.json; returns the exit status."""
+    env = os.environ if env is None else env
+    input_dir = Path(env.get("SYNTHCT_INPUT") or "/input")
+    output_dir = Path(env.get("SYNTHCT_OUTPUT") or "/output")
+    models_dir = Path(env.get("SYNTHCT_MODELS") or "/opt/app/models")
+    results_path = output_dir / "results.json"
+    images_out = output_dir / "images" / "synthetic-ct"
+    try:
+        backend = _env_choice(env, "SYNTHCT_BACKEND", ("auto", "onnxruntime", "tensorrt"))
+        device = _env_choice(env, "SYNTHCT_DEVICE", ("auto", "cpu", "cuda"))
+        batch_size = _env_int(env, "SYNTHCT_BATCH_SIZE", 4) or 4
+        threads = _env_int(env, "SYNTHCT_THREADS", None)
+    except ValueError as exc:
+        log.error("%s", exc)
+        write_json_atomic(results_path, [])
+        return EXIT_FATAL
+    progress = env.get("SYNTHCT_PROGRESS", "1").strip() not in ("0", "false", "no")
+
+    mr_dir, mask_dir = input_dir / "images" / "mri", input_dir / "images" / "body"
+    region_path = input_dir / "region.json"
+    cases = pair_cases(list_images(mr_dir), list_images(mask_dir))
+    if not cases:
+        log.error("no MR images found in %s (accepted: .mha, .mhd, .nii.gz, .nii, .nrrd)", mr_dir)
+        write_json_atomic(results_path, [])
+        return EXIT_FATAL
+
+    packages = find_model_packages(models_dir)
+    log.info("%d case(s) in %s; models in %s: %s", len(cases), input_dir, models_dir, sorted(packages) or "none")
+    extra_inputs = [{"type": "String", "filename": str(region_path)}] if region_path.exists() else []
+    try:
+        declared = read_region_file(region_path)
+        region_problem = None if packages else f"no model package found under {models_dir}"
+    except RegionError as exc:
+        declared, region_problem = None, str(exc)
+    if region_problem is not None:
+        log.error("%s", region_problem)
+        entries = [
+            {"outputs": [], "inputs": [{"type": "metaio_image", "filename": str(p)} for p in (c.mr, c.mask) if p]
+             + extra_inputs, "error_messages": [region_problem]}
+            for c in cases
+        ]
+        write_json_atomic(results_path, entries)
+        return EXIT_CASE_FAILED
+
+    registry = ModelRegistry(packages, backend, device, threads)  # type: ignore[arg-type]
+    entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress)
+    write_json_atomic(results_path, entries)
+    log.info("%d of %d case(s) written to %s; results in %s", len(cases) - failed, len(cases), images_out,
+             results_path)
+    return EXIT_CASE_FAILED if failed else EXIT_OK
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    try:
+        return run_container()
+    except Exception:  # a bug or an unreadable /input: say so, and still leave a results.json
+        log.exception("algorithm failed before finishing its cases")
+        output_dir = Path(os.environ.get("SYNTHCT_OUTPUT") or "/output")
+        if not (output_dir / "results.json").exists():
+            write_json_atomic(output_dir / "results.json", [])
+        return EXIT_FATAL

@@ -1,0 +1,68 @@
+"""``synthct evaluate``: score a folder of synthetic CTs against ground-truth CTs (SynthRAD metrics)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synthct.metrics import VARIANTS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pred",
+        type=Path,
+        required=True,
+        help="folder of synthetic CTs: <ID>.<ext> (or names holding the id, or <ID>/sct.<ext>)",
+    )
+    parser.add_argument(
+        "--gt",
+        type=Path,
+        required=True,
+        help="ground truth: ct/<ID>.<ext> + mask/<ID>.<ext>, or case folders <ID>/{ct,mask}.<ext> "
+        "(also under Task1/<region>/)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("metrics.json"), help="metrics.json to write")
+    parser.add_argument(
+        "--mr",
+        type=Path,
+        default=None,
+        help="folder of MR images by case id, shown in the pictures (default: mr.<ext> in the case folders, if any)",
+    )
+    parser.add_argument(
+        "--pictures", type=Path, default=None, help="folder for per-case PNGs (axial/coronal/sagittal) and report.md"
+    )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="synthrad2023",
+        help="synthrad2023: MAE/PSNR/SSIM, range -1024..3000 HU; synthrad2025: MAE/PSNR/MS-SSIM, range -1024..3071 HU",
+    )
+    parser.add_argument(
+        "--only-predicted",
+        action="store_true",
+        help="score only ground-truth cases that have a prediction (e.g. a validation split); "
+        "by default a case without prediction is an error",
+    )
+    parser.add_argument(
+        "--ignore-geometry",
+        action="store_true",
+        help="score predictions whose spacing/origin/direction differ from the CT (size must match)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation.local import run_local
+
+    return run_local(
+        args.pred,
+        args.gt,
+        args.out,
+        mr_dir=args.mr,
+        pictures_dir=args.pictures,
+        variant=args.variant,
+        only_predicted=args.only_predicted,
+        strict_geometry=not args.ignore_geometry,
+        progress=not args.no_progress,
+    )

@@ -1,0 +1,149 @@
+"""One phantom case: random pose, deformation and anatomy → labels → CT (HU), T1-like MR and body mask.
+
+Sizes (voxels x, y, z; spacing per region as SynthRAD: brain 1 mm, pelvis 1 x 1 x 2.5 mm):
+
+=========  ==================  ==================
+size       brain               pelvis
+=========  ==================  ==================
+small      96 x 120 x 96       128 x 96 x 64
+medium     160 x 192 x 144     256 x 192 x 96
+synthrad   256 x 256 x 192     512 x 512 x 160
+=========  ==================  ==================
+
+``synthrad`` holds an adult-size anatomy; ``small`` and ``medium`` hold the same anatomy scaled down (brain 0.5
+and 0.75; pelvis 0.34/0.68 in-plane and 0.4/0.6 along z) so that they fit at the same spacing, with thin layers
+(skin, skull tables, bone cortex) shrunk less than the rest, so every tissue stays a few voxels thick.
+A case is a pure function of (region, seed, size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from synthct.phantom.brain import paint_head
+from synthct.phantom.canvas import Canvas
+from synthct.phantom.ct import simulate_ct
+from synthct.phantom.fields import rotation_matrix, smooth_field
+from synthct.phantom.mask import body_mask_from_ct
+from synthct.phantom.mr import simulate_mr
+from synthct.phantom.pelvis import paint_pelvis
+from synthct.phantom.tissues import TISSUES, draw_table
+
+REGIONS = ("brain", "pelvis")
+SIZE_NAMES = ("small", "medium", "synthrad")
+CT_MIN_HU, CT_MAX_HU = -1024, 3071
+MR_MAX = 32767
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Grid and scale of one region at one size. Tuples are (z, y, x)."""
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    scale: tuple[float, float, float]
+    thin: float
+    """Multiplier of thin-layer thicknesses (in anatomical mm)."""
+
+
+SIZES: dict[str, dict[str, SizeSpec]] = {
+    "brain": {
+        "small": SizeSpec((96, 120, 96), (1.0, 1.0, 1.0), (0.5, 0.5, 0.5), 1.45),
+        "medium": SizeSpec((144, 192, 160), (1.0, 1.0, 1.0), (0.75, 0.75, 0.75), 1.15),
+        "synthrad": SizeSpec((192, 256, 256), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0),
+    },
+    "pelvis": {
+        "small": SizeSpec((64, 96, 128), (2.5, 1.0, 1.0), (0.4, 0.34, 0.34), 2.4),
+        "medium": SizeSpec((96, 192, 256), (2.5, 1.0, 1.0), (0.6, 0.68, 0.68), 1.3),
+        "synthrad": SizeSpec((160, 512, 512), (2.5, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0),
+    },
+}
+
+
+@dataclass
+class PhantomVolumes:
+    """A generated case. Arrays (z, y, x): ``labels`` uint8 (see :mod:`synthct.phantom.tissues`), ``ct_hu`` int16,
+    ``mr`` int16 (positive), ``mask`` uint8; geometry in SimpleITK order (x, y, z)."""
+
+    region: str
+    seed: int
+    size: str
+    labels: np.ndarray
+    ct_hu: np.ndarray
+    mr: np.ndarray
+    mask: np.ndarray
+    spacing_xyz_mm: tuple[float, float, float]
+    origin_xyz_mm: tuple[float, float, float]
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def image(self, array: np.ndarray) -> sitk.Image:
+        """``array`` as an image with this case's geometry."""
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(self.spacing_xyz_mm)
+        image.SetOrigin(self.origin_xyz_mm)
+        image.SetDirection(self.direction)
+        return image
+
+
+def _check(region: str, size: str) -> SizeSpec:
+    if region not in SIZES:
+        raise ValueError(f"phantom region must be one of {REGIONS}, got {region!r}")
+    if size not in SIZES[region]:
+        raise ValueError(f"phantom size must be one of {SIZE_NAMES}, got {size!r}")
+    return SIZES[region][size]
+
+
+def make_canvas(region: str, spec: SizeSpec, rng: np.random.Generator) -> Canvas:
+    """A canvas with a random pose (rotation, shift), size variation and smooth deformation for ``region``."""
+    g = rng.uniform
+    if region == "brain":
+        angles = (g(-8, 8), g(-5, 5), g(-12, 12))  # yaw, roll, pitch (nodding)
+        shift = np.array([g(-4, 4), g(-5, 5), g(-4, 4)])
+        size = np.array([g(0.94, 1.04), g(0.94, 1.05), g(0.93, 1.06)])
+        cell, amplitude = 35.0, g(2.0, 4.0)
+    else:
+        angles = (g(-4, 4), g(-2, 2), g(-4, 4))
+        shift = np.array([g(-10, 10), g(-8, 8), g(-8, 8)])
+        size = np.array([g(0.95, 1.05), g(0.94, 1.06), g(0.92, 1.06)])
+        cell, amplitude = 50.0, g(3.0, 6.0)
+    scale = np.asarray(spec.scale)
+    physical_cell = [max(cell * s, 4.0 * sp) for s, sp in zip(scale, spec.spacing_mm, strict=True)]
+    displacement = smooth_field(spec.shape, spec.spacing_mm, physical_cell, rng, components=3)
+    displacement *= np.float32(amplitude * float(np.mean(scale)))
+    return Canvas(spec.shape, spec.spacing_mm, rotation_matrix(angles), shift * scale, scale * size, displacement)
+
+
+def generate_volumes(region: str, seed: int, size: str = "small") -> PhantomVolumes:
+    """Generate one case's label map, CT, MR and mask (a pure function of its arguments)."""
+    spec = _check(region, size)
+    rng = np.random.default_rng(seed)
+    canvas = make_canvas(region, spec, rng)
+    if region == "brain":
+        paint_head(canvas, rng, spec.thin)
+    else:
+        paint_pelvis(canvas, rng, spec.thin)
+    labels = canvas.labels
+    del canvas
+    hu_mean, hu_texture, mr_relative, mr_texture = draw_table(TISSUES[region], rng)
+    ct = simulate_ct(labels, spec.spacing_mm, hu_mean, hu_texture, rng, noise_hu=rng.uniform(5.0, 12.0))
+    mask = body_mask_from_ct(ct, spec.spacing_mm)
+    ct_hu = np.clip(np.rint(ct), CT_MIN_HU, CT_MAX_HU).astype(np.int16)
+    del ct
+    reference = rng.uniform(400.0, 1200.0) if region == "brain" else rng.uniform(800.0, 2000.0)
+    mr = simulate_mr(labels, spec.spacing_mm, mr_relative, mr_texture, rng, reference=reference,
+                     noise_fraction=rng.uniform(0.015, 0.04), bias_strength=rng.uniform(0.06, 0.2))
+    mr_int = np.clip(np.rint(mr), 0, MR_MAX).astype(np.int16)
+    del mr
+    spacing_xyz = tuple(float(s) for s in spec.spacing_mm[::-1])
+    origin_xyz = tuple(round(-(n - 1) / 2.0 * s, 3) for n, s in zip(spec.shape[::-1], spacing_xyz, strict=True))
+    return PhantomVolumes(region, int(seed), size, labels, ct_hu, mr_int, mask, spacing_xyz,  # type: ignore[arg-type]
+                          origin_xyz)  # type: ignore[arg-type]
+
+
+def generate_case(region: str, seed: int, size: str = "small") -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """One paired case as images ``(mr int16, ct int16 HU, mask uint8)`` with identical geometry."""
+    volumes = generate_volumes(region, seed, size)
+    return volumes.image(volumes.mr), volumes.image(volumes.ct_hu), volumes.image(volumes.mask)

@@ -1,0 +1,123 @@
+"""Tissue classes of the phantoms, with CT (HU) and T1-weighted MR properties per region.
+
+For each tissue a case draws its mean HU uniformly from ``hu_mean``; CT texture adds a correlated deviation of
+standard deviation ``hu_texture``; ``hu_range`` is the range tests hold the tissue's voxels to (before
+partial-volume smoothing). MR intensities are relative to the region's reference tissue (white matter in the
+brain, fat in the pelvis) and drawn per case from ``mr_relative``, so contrast varies between cases. Cortical bone,
+teeth and air are all dark in T1 MR: intensity alone cannot tell bone from air.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BACKGROUND = 0
+SKIN = 1
+FAT = 2
+MUSCLE = 3
+SOFT_TISSUE = 4
+GREY_MATTER = 5
+WHITE_MATTER = 6
+CSF = 7
+CORTICAL_BONE = 8
+CANCELLOUS_BONE = 9
+INTERNAL_AIR = 10
+EYE = 11
+LENS = 12
+URINE = 13
+BOWEL = 14
+TEETH = 15
+MARROW = 16
+BLOOD = 17
+FAECES = 18
+
+TISSUE_NAMES: dict[int, str] = {
+    BACKGROUND: "background",
+    SKIN: "skin",
+    FAT: "fat",
+    MUSCLE: "muscle",
+    SOFT_TISSUE: "soft_tissue",
+    GREY_MATTER: "grey_matter",
+    WHITE_MATTER: "white_matter",
+    CSF: "csf",
+    CORTICAL_BONE: "cortical_bone",
+    CANCELLOUS_BONE: "cancellous_bone",
+    INTERNAL_AIR: "internal_air",
+    EYE: "eye",
+    LENS: "lens",
+    URINE: "urine",
+    BOWEL: "bowel",
+    TEETH: "teeth",
+    MARROW: "marrow",
+    BLOOD: "blood",
+    FAECES: "faeces",
+}
+N_LABELS = max(TISSUE_NAMES) + 1
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """CT and MR properties of one tissue (see the module docstring)."""
+
+    hu_mean: tuple[float, float]
+    hu_texture: float
+    hu_range: tuple[float, float]
+    mr_relative: tuple[float, float]
+    mr_texture: float = 0.03
+
+
+_COMMON: dict[int, Tissue] = {
+    BACKGROUND: Tissue((-1000, -1000), 0.0, (-1024, -950), (0.0, 0.0), 0.0),
+    SKIN: Tissue((30, 60), 8.0, (-20, 110), (0.55, 0.75)),
+    FAT: Tissue((-110, -80), 10.0, (-160, -30), (1.0, 1.0)),
+    MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.35, 0.5)),
+    SOFT_TISSUE: Tissue((30, 55), 8.0, (-10, 95), (0.45, 0.65)),
+    CSF: Tissue((3, 15), 3.0, (-15, 35), (0.12, 0.25)),
+    INTERNAL_AIR: Tissue((-990, -940), 15.0, (-1024, -850), (0.0, 0.015), 0.0),
+    BLOOD: Tissue((35, 50), 5.0, (10, 75), (0.15, 0.45)),
+}
+
+BRAIN_TISSUES: dict[int, Tissue] = {
+    **_COMMON,
+    FAT: Tissue((-110, -80), 10.0, (-160, -30), (1.1, 1.45)),
+    MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.45, 0.6)),
+    GREY_MATTER: Tissue((35, 45), 3.0, (20, 60), (0.55, 0.75)),
+    WHITE_MATTER: Tissue((24, 32), 3.0, (10, 45), (1.0, 1.0)),
+    CORTICAL_BONE: Tissue((1400, 1700), 110.0, (1200, 1900), (0.02, 0.07), 0.2),
+    CANCELLOUS_BONE: Tissue((420, 580), 60.0, (300, 700), (0.55, 0.9), 0.08),
+    EYE: Tissue((5, 18), 3.0, (-10, 35), (0.12, 0.25)),
+    LENS: Tissue((75, 105), 5.0, (50, 130), (0.5, 0.75)),
+    TEETH: Tissue((2100, 2600), 120.0, (1800, 3000), (0.01, 0.04), 0.2),
+}
+
+PELVIS_TISSUES: dict[int, Tissue] = {
+    **_COMMON,
+    MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.3, 0.45)),
+    CORTICAL_BONE: Tissue((1100, 1450), 100.0, (850, 1750), (0.02, 0.06), 0.2),
+    CANCELLOUS_BONE: Tissue((170, 300), 50.0, (60, 420), (0.55, 0.85), 0.08),
+    MARROW: Tissue((-40, 40), 12.0, (-90, 90), (0.75, 0.95)),
+    URINE: Tissue((2, 15), 4.0, (-15, 35), (0.06, 0.18)),
+    BOWEL: Tissue((25, 45), 8.0, (-10, 80), (0.35, 0.55)),
+    FAECES: Tissue((-60, 20), 25.0, (-140, 90), (0.25, 0.6), 0.1),
+}
+
+TISSUES: dict[str, dict[int, Tissue]] = {"brain": BRAIN_TISSUES, "pelvis": PELVIS_TISSUES}
+
+
+def draw_table(tissues: dict[int, Tissue], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                              np.ndarray]:
+    """Per-case look-up tables indexed by label: (HU mean, HU texture sd, MR relative intensity, MR texture sd)."""
+    hu_mean = np.zeros(N_LABELS, dtype=np.float32)
+    hu_texture = np.zeros(N_LABELS, dtype=np.float32)
+    mr = np.zeros(N_LABELS, dtype=np.float32)
+    mr_texture = np.zeros(N_LABELS, dtype=np.float32)
+    hu_mean[:] = -1000.0
+    for label in sorted(tissues):
+        tissue = tissues[label]
+        hu_mean[label] = rng.uniform(*tissue.hu_mean)
+        hu_texture[label] = tissue.hu_texture
+        mr[label] = rng.uniform(*tissue.mr_relative)
+        mr_texture[label] = tissue.mr_texture
+    return hu_mean, hu_texture, mr, mr_texture

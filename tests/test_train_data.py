@@ -1,0 +1,119 @@
+"""Patch sampling and augmentation (train/data.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthct.dataset import CaseVolumes
+from synthct.intensity import normalise_ct
+from train.config import config_from_dict
+from train.data import (
+    PatchDataset,
+    crop,
+    draw_epoch_specs,
+    extract_patch,
+    pad_to_patch,
+    prepare_train_volume,
+    window_around,
+)
+
+
+def _case(shape: tuple[int, int, int], seed: int = 0, case_id: str = "1BA001") -> CaseVolumes:
+    """A small body: an off-centre ellipsoid mask (so that foreground and background sampling differ)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape, dtype=np.float32)
+    radius = ((z - shape[0] * 0.3) / (0.25 * shape[0])) ** 2 + ((y - shape[1] * 0.35) / (0.2 * shape[1])) ** 2
+    radius += ((x - shape[2] * 0.6) / (0.2 * shape[2])) ** 2
+    mask = (radius < 1).astype(np.uint8)
+    ct = np.where(mask > 0, 40.0 + rng.normal(0, 20, shape), -1000.0).astype(np.float32)
+    mr = np.where(mask > 0, 200.0 + rng.normal(0, 10, shape), 0.0).astype(np.float32)
+    return CaseVolumes(case_id, mr, ct, mask, None, (1.0, 1.0, 1.0))  # type: ignore[arg-type]
+
+
+def _config(**data: object) -> object:
+    return config_from_dict({"data": {"patch_size": [64, 64, 64], **data}})
+
+
+def test_pad_to_patch_pads_small_axes_only() -> None:
+    array = np.zeros((40, 70, 64), dtype=np.float32)
+    padded = pad_to_patch(array, (64, 64, 64), -1.0)
+    assert padded.shape == (64, 70, 64)
+    assert padded[0, 0, 0] == -1.0 and padded[11, 0, 0] == -1.0 and padded[12, 0, 0] == 0.0 and padded[52, 0, 0] == -1.0
+
+
+def test_prepare_volume_normalises_and_pads() -> None:
+    case = _case((50, 80, 72))
+    volume = prepare_train_volume(case, _config())
+    assert volume.mr.shape == volume.ct.shape == volume.mask.shape == (64, 80, 72)
+    assert volume.mr.dtype == np.float32 and volume.mr.min() >= -1.0 and volume.mr.max() <= 1.0
+    assert volume.ct[7:57].max() == pytest.approx(float(normalise_ct(case.ct).max()))
+    assert volume.ct[0].max() == -1.0  # padding is air
+    assert volume.foreground.size == int(case.mask.sum())
+
+
+def test_window_around_stays_inside() -> None:
+    assert window_around((0, 5, 99), (64, 80, 100), (64, 64, 64)) == (0, 0, 36)
+    assert window_around((40, 40, 50), (64, 80, 100), (64, 64, 64)) == (0, 8, 18)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9, 1.0])
+def test_sampler_windows_inside_and_foreground_fraction(fraction: float) -> None:
+    config = _config(foreground_fraction=fraction)
+    volumes = [prepare_train_volume(_case((70, 96, 90), seed=s, case_id=f"1BA00{s}"), config) for s in range(3)]
+    specs = draw_epoch_specs(volumes, 600, config, seed=3, rank=0, epoch=0)
+    assert len(specs) == 600
+    for spec in specs:
+        shape = volumes[spec.volume].mask.shape
+        for start, size in zip(spec.start, shape, strict=True):
+            assert 0 <= start <= size - 64
+        for start, centre in zip(spec.start, spec.centre, strict=True):  # the window holds its centre
+            assert start <= centre < start + 64
+        if spec.from_foreground:
+            assert volumes[spec.volume].mask[spec.centre] == 1
+    drawn = np.mean([s.from_foreground for s in specs])
+    assert drawn == pytest.approx(fraction, abs=0.06)
+    in_mask = np.mean([volumes[s.volume].mask[s.centre] for s in specs])
+    assert in_mask >= drawn  # background draws may land in the body too
+    # every volume is used equally (shuffled round-robin)
+    assert sorted(np.bincount([s.volume for s in specs]).tolist()) == [200, 200, 200]
+
+
+def test_sampler_is_deterministic_per_seed_rank_epoch() -> None:
+    config = _config()
+    volumes = [prepare_train_volume(_case((64, 64, 80)), config)]
+    first = draw_epoch_specs(volumes, 20, config, seed=1, rank=0, epoch=4)
+    assert first == draw_epoch_specs(volumes, 20, config, seed=1, rank=0, epoch=4)
+    assert first != draw_epoch_specs(volumes, 20, config, seed=1, rank=1, epoch=4)
+    assert first != draw_epoch_specs(volumes, 20, config, seed=1, rank=0, epoch=5)
+
+
+def test_crop_fills_outside() -> None:
+    array = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    out = crop(array, (-1, 1, 2), (3, 3, 3), -5.0)
+    assert out.shape == (3, 3, 3)
+    assert out[0].max() == -5.0
+    assert out[1, 0, 0] == array[0, 1, 2]
+    assert out[1, 2, 0] == -5.0
+
+
+def test_patches_unaugmented_and_augmented() -> None:
+    config = _config(augment={"enabled": True, "probability": 1.0, "rotate_degrees": 15.0})
+    volume = prepare_train_volume(_case((64, 90, 80)), config)
+    specs = draw_epoch_specs([volume], 4, config, seed=0, rank=0, epoch=0)
+    assert all(spec.rotate is not None for spec in specs)
+    plain = type(specs[0])(specs[0].volume, specs[0].start, specs[0].centre, specs[0].from_foreground)
+    raw = extract_patch(volume, plain, (64, 64, 64))
+    window = tuple(slice(s, s + 64) for s in plain.start)
+    assert np.array_equal(raw["ct"][0], volume.ct[window])
+    dataset = PatchDataset([volume], specs, (64, 64, 64))
+    item = dataset[0]
+    for key in ("mr", "ct", "mask"):
+        assert tuple(item[key].shape) == (1, 64, 64, 64)
+    assert set(np.unique(item["mask"].numpy())) <= {0.0, 1.0}
+    assert item["ct"].min() >= -1.0 - 1e-6 and item["ct"].max() <= 1.0 + 1e-6
+    # the same affine moves MR, CT and mask together: body voxels of the mask carry body CT values
+    body_ct = item["ct"][item["mask"] > 0]
+    assert body_ct.numel() > 0 and float(body_ct.median()) > -0.6
+    augmented = extract_patch(volume, specs[0], (64, 64, 64))
+    assert not np.array_equal(augmented["ct"], extract_patch(volume, plain, (64, 64, 64))["ct"])

@@ -1,0 +1,93 @@
+"""Checkpoints (BRIEF format): written atomically, read with ``torch.load(weights_only=True)``.
+
+Only tensors and plain Python values are stored: numpy and ``random`` RNG states are converted to lists.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthct.atomic import atomic_path
+
+CHECKPOINT_FORMAT = "synthct-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "config", "generator", "discriminator", "optimizer_g", "optimizer_d",
+                 "scaler", "epoch", "step", "rng", "metrics", "versions")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a synthct checkpoint (the message names the file)."""
+
+
+def versions() -> dict[str, str]:
+    """Library versions a checkpoint was written with (MONAI matters: 1.5 changed SwinUNETR's layout)."""
+    import monai
+
+    import synthct
+
+    return {"synthct": synthct.__version__, "torch": torch.__version__, "monai": monai.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def capture_rng() -> dict[str, Any]:
+    """The process's torch, CUDA, numpy (legacy global) and ``random`` RNG states as tensors/lists."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    version, state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {"name": str(name), "keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": [int(s) for s in state], "gauss_next": gauss_next},
+    }
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["name"], np.asarray(numpy_state["keys"], dtype=np.uint32),
+                         numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss_next"]))
+
+
+def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see half a file."""
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(checkpoint), tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and check its format. Raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a synthct checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {checkpoint.get('format_version')!r} is not "
+                              f"supported (expected {CHECKPOINT_VERSION})")
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    return checkpoint

@@ -1,0 +1,233 @@
+"""Training data: whole volumes preloaded as normalised float32, random patches, rotation + affine augmentation.
+
+Arrays are (z, y, x). Patches are drawn by :func:`draw_epoch_specs`, a pure function of (seed, rank, epoch): a
+resumed run redraws the epoch it stopped in and skips the patches already used, so sampling continues exactly
+where it stopped, with any number of data-loader workers. Each patch's window lies inside the (padded) volume;
+``foreground_fraction`` of them are centred on a body-mask voxel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import set_track_meta
+from monai.transforms import Affined
+
+from synthct.dataset import CaseVolumes
+from synthct.intensity import normalise_ct, normalise_mr
+from train.config import AugmentConfig, Config
+
+Shape3 = tuple[int, int, int]
+MAX_FOREGROUND_INDICES = 2_000_000
+"""At most this many body-mask voxel indices are kept per volume (evenly strided) for centre sampling."""
+AUGMENT_MARGIN = 0.25
+"""An augmented patch is resampled from a crop this fraction of the patch larger on each side (fewer border voxels)."""
+
+
+@dataclass
+class TrainVolume:
+    """One training case in memory: normalised MR and CT in [-1, 1] (float32), mask uint8, all padded to at least
+    one patch; ``foreground`` holds flat indices of body-mask voxels."""
+
+    case_id: str
+    mr: np.ndarray
+    ct: np.ndarray
+    mask: np.ndarray
+    foreground: np.ndarray
+
+
+@dataclass
+class ValidationVolume:
+    """One validation case: normalised MR (float32, unpadded), CT in HU (float32), mask uint8."""
+
+    case_id: str
+    mr: np.ndarray
+    ct_hu: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """One training patch: volume index, window start (z, y, x) and the centre it was drawn around; the affine
+    parameters (rotation in radians, scale factors, translation in voxels) or None for no augmentation."""
+
+    volume: int
+    start: Shape3
+    centre: Shape3
+    from_foreground: bool
+    rotate: tuple[float, float, float] | None = None
+    scale: tuple[float, float, float] | None = None
+    translate: tuple[float, float, float] | None = None
+
+
+def pad_to_patch(array: np.ndarray, patch_size: Sequence[int], value: float) -> np.ndarray:
+    """``array`` padded (evenly on both sides) with ``value`` so that every axis is at least the patch size."""
+    pad = []
+    for size, patch in zip(array.shape, patch_size, strict=True):
+        missing = max(0, int(patch) - size)
+        pad.append((missing // 2, missing - missing // 2))
+    if not any(before or after for before, after in pad):
+        return array
+    return np.pad(array, pad, mode="constant", constant_values=value)
+
+
+def normalised_mr(case: CaseVolumes, config: Config) -> np.ndarray:
+    """The case's MR normalised with the configured rule (synthct.intensity.normalise_mr)."""
+    rule = config.data.mr_normalisation
+    return normalise_mr(case.mr, case.mask, rule.rule, rule.percentile)
+
+
+def prepare_train_volume(case: CaseVolumes, config: Config) -> TrainVolume:
+    """Normalise, pad to a patch (MR/CT with -1 = air, mask with 0) and index the body mask."""
+    if case.ct is None:
+        raise ValueError(f"{case.case_id}: training needs a CT")
+    patch = config.data.patch_size
+    mr = pad_to_patch(normalised_mr(case, config), patch, -1.0)
+    ct = pad_to_patch(normalise_ct(case.ct), patch, -1.0)
+    mask = pad_to_patch(case.mask.astype(np.uint8, copy=False), patch, 0)
+    foreground = np.flatnonzero(mask)
+    if foreground.size > MAX_FOREGROUND_INDICES:
+        foreground = foreground[:: math.ceil(foreground.size / MAX_FOREGROUND_INDICES)]
+    return TrainVolume(case.case_id, mr, ct, mask, foreground.astype(np.int64))
+
+
+def prepare_validation_volume(case: CaseVolumes, config: Config) -> ValidationVolume:
+    """Normalised MR and the CT kept in HU (metrics are computed in HU)."""
+    if case.ct is None:
+        raise ValueError(f"{case.case_id}: validation needs a CT")
+    return ValidationVolume(case.case_id, normalised_mr(case, config), case.ct.astype(np.float32, copy=False),
+                            case.mask.astype(np.uint8, copy=False))
+
+
+def window_around(centre: Sequence[int], shape: Sequence[int], patch_size: Sequence[int]) -> Shape3:
+    """Start of the patch centred on ``centre``, shifted to lie inside ``shape`` (shape ≥ patch on every axis)."""
+    start = []
+    for c, size, patch in zip(centre, shape, patch_size, strict=True):
+        start.append(int(min(max(int(c) - patch // 2, 0), size - patch)))
+    return tuple(start)  # type: ignore[return-value]
+
+
+def _augment_parameters(rng: np.random.Generator, augment: AugmentConfig) -> tuple[
+        tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]] | None:
+    if not augment.enabled or rng.random() >= augment.probability:
+        return None
+    limit = math.radians(augment.rotate_degrees)
+    rotate = tuple(float(v) for v in rng.uniform(-limit, limit, 3))
+    scale = tuple(float(v) for v in 1.0 + rng.uniform(-augment.scale, augment.scale, 3))
+    translate = tuple(float(v) for v in rng.uniform(-augment.translate_voxels, augment.translate_voxels, 3))
+    return rotate, scale, translate  # type: ignore[return-value]
+
+
+def draw_epoch_specs(volumes: Sequence[TrainVolume], count: int, config: Config, seed: int, rank: int,
+                     epoch: int) -> list[PatchSpec]:
+    """``count`` patch specs for one rank and epoch: volumes in a shuffled round-robin, centres in the body mask
+    with probability ``data.foreground_fraction`` (else anywhere), augmentation per ``data.augment``.
+
+    Deterministic in (seed, rank, epoch, volumes, config).
+    """
+    if not volumes:
+        raise ValueError("no training volumes")
+    rng = np.random.default_rng([seed, rank, epoch])
+    patch = config.data.patch_size
+    order = np.concatenate([rng.permutation(len(volumes)) for _ in range(math.ceil(count / len(volumes)))])
+    specs = []
+    for index in order[:count]:
+        volume = volumes[int(index)]
+        shape = volume.mask.shape
+        from_foreground = bool(rng.random() < config.data.foreground_fraction) and volume.foreground.size > 0
+        if from_foreground:
+            flat = int(volume.foreground[rng.integers(volume.foreground.size)])
+            centre = tuple(int(v) for v in np.unravel_index(flat, shape))
+        else:
+            centre = tuple(int(rng.integers(0, size)) for size in shape)
+        augment = _augment_parameters(rng, config.data.augment)
+        rotate, scale, translate = augment if augment is not None else (None, None, None)
+        specs.append(PatchSpec(int(index), window_around(centre, shape, patch), centre,  # type: ignore[arg-type]
+                               from_foreground, rotate, scale, translate))
+    return specs
+
+
+def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], value: float) -> np.ndarray:
+    """``array[start : start + size]`` on each axis; parts outside the array are filled with ``value``."""
+    out = np.full(tuple(int(s) for s in size), value, dtype=array.dtype)
+    source, target = [], []
+    for s, n, dim in zip(start, size, array.shape, strict=True):
+        lo, hi = max(int(s), 0), min(int(s) + int(n), dim)
+        if hi <= lo:
+            return out
+        source.append(slice(lo, hi))
+        target.append(slice(lo - int(s), hi - int(s)))
+    out[tuple(target)] = array[tuple(source)]
+    return out
+
+
+def extract_patch(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int]) -> dict[str, np.ndarray]:
+    """The patch of ``spec``: ``{"mr", "ct", "mask"}`` arrays (1, pz, py, px) float32 (mask 0/1).
+
+    With augmentation, a larger crop around the window's centre is rotated/scaled/translated (MONAI ``Affined``;
+    bilinear for MR and CT, nearest for the mask, same parameters for all three) and resampled to the patch size.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if spec.rotate is None:
+        window = tuple(slice(s, s + p) for s, p in zip(spec.start, patch, strict=True))
+        return {
+            "mr": volume.mr[window][None].astype(np.float32, copy=True),
+            "ct": volume.ct[window][None].astype(np.float32, copy=True),
+            "mask": volume.mask[window][None].astype(np.float32),
+        }
+    margin = [math.ceil(p * AUGMENT_MARGIN) for p in patch]
+    big = [p + 2 * m for p, m in zip(patch, margin, strict=True)]
+    start = [s - m for s, m in zip(spec.start, margin, strict=True)]
+    data = {
+        "mr": crop(volume.mr, start, big, -1.0)[None],
+        "ct": crop(volume.ct, start, big, -1.0)[None],
+        "mask": crop(volume.mask, start, big, 0).astype(np.float32)[None],
+    }
+    set_track_meta(False)
+    transform = Affined(
+        keys=("mr", "ct", "mask"),
+        rotate_params=spec.rotate,
+        scale_params=spec.scale,
+        translate_params=spec.translate,
+        spatial_size=patch,
+        mode=("bilinear", "bilinear", "nearest"),
+        padding_mode="border",
+    )
+    out = transform(data)
+    return {key: np.asarray(torch.as_tensor(out[key]).numpy(), dtype=np.float32) for key in ("mr", "ct", "mask")}
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Map-style dataset over a list of patch specs (one epoch's, for one rank)."""
+
+    def __init__(self, volumes: Sequence[TrainVolume], specs: Sequence[PatchSpec], patch_size: Sequence[int]) -> None:
+        self.volumes = list(volumes)
+        self.specs = list(specs)
+        self.patch_size = tuple(int(p) for p in patch_size)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        spec = self.specs[index]
+        arrays = extract_patch(self.volumes[spec.volume], spec, self.patch_size)
+        return {key: torch.from_numpy(value) for key, value in arrays.items()}
+
+
+def make_loader(volumes: Sequence[TrainVolume], specs: Sequence[PatchSpec], config: Config,
+                seed: int) -> torch.utils.data.DataLoader:
+    """Batches of ``train.batch_size`` patches in spec order (no shuffling: the specs are already random)."""
+    workers = config.data.num_workers
+    return torch.utils.data.DataLoader(
+        PatchDataset(volumes, specs, config.data.patch_size),
+        batch_size=config.train.batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )

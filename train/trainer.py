@@ -1,0 +1,560 @@
+"""The training loop: 3D Pix2Pix (SwinUNETR generator, conditional PatchGAN), DDP, AMP, checkpoints, validation.
+
+One step: the generator predicts the CT of a batch of MR patches; the generator loss (eq. 2) is computed with the
+discriminator frozen and the discriminator loss on (MR, CT) vs (MR, P.detach()) pairs, from the same
+discriminator state; both losses are checked for NaN/inf on every rank before any weight changes; then both
+networks take an AdamW step. Rank 0 alone writes checkpoints, logs and validates.
+
+Run folder: ``config.yaml`` (resolved config), ``split.json``, ``last.pt``, ``best.pt`` (lowest validation MAE),
+``log.jsonl``, ``validation/step_*.json``, ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from synthct.atomic import write_text_atomic
+from synthct.dataset import find_cases, load_case, make_split, read_split, select_cases, write_split
+from train import losses
+from train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    versions,
+)
+from train.config import Config, ConfigError, dump_config
+from train.data import (
+    TrainVolume,
+    ValidationVolume,
+    draw_epoch_specs,
+    make_loader,
+    prepare_train_volume,
+    prepare_validation_volume,
+)
+from train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed, select_device
+from train.logs import RunLog
+from train.models import build_discriminator, build_generator
+from train.validate import ValidationResult, count_windows, make_predictor, slice_grid, validate
+
+log = logging.getLogger("synthct.train")
+
+
+STOP_REASONS = ("signal", "max_steps", "time_budget")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the run stopped without writing the bad weights."""
+
+
+class DataProblem(ValueError):
+    """The dataset cannot be trained on (too few cases, a case without CT, …)."""
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: steps/epochs done, why it stopped, the best validation MAE and the last metrics."""
+
+    step: int
+    epoch: int
+    stopped: str
+    """completed | max_steps | time_budget | signal"""
+    best_mae: float | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class StepModels:
+    """What a training step needs (also used by benchmarks/bench_train.py)."""
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    generator_ddp: torch.nn.Module
+    discriminator_ddp: torch.nn.Module
+    optimizer_g: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a GradScaler is needed) for ``train.amp`` on ``device``."""
+    if amp == "off":
+        return None, False
+    if amp == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16, False
+        return None, False
+    if amp == "bf16":
+        return torch.bfloat16, False
+    if amp == "fp16":
+        return torch.float16, True
+    raise ConfigError(f"train.amp: unknown value {amp!r}")
+
+
+def build_step_models(config: Config, device: torch.device, info: DistInfo | None = None) -> StepModels:
+    """Generator, discriminator (DDP-wrapped when distributed), AdamW optimisers and the GradScaler."""
+    info = info or DistInfo()
+    model_config = config.to_dict()["model"]
+    generator = build_generator(model_config).to(device)
+    discriminator = build_discriminator(model_config).to(device)
+    optim = config.optim
+    optimizer_g = torch.optim.AdamW(generator.parameters(), lr=optim.lr_generator, betas=tuple(optim.betas),
+                                    weight_decay=optim.weight_decay)
+    optimizer_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.lr_discriminator, betas=tuple(optim.betas),
+                                    weight_decay=optim.weight_decay)
+    amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    generator_ddp: torch.nn.Module = generator
+    discriminator_ddp: torch.nn.Module = discriminator
+    if info.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        generator_ddp = DistributedDataParallel(generator, device_ids=device_ids)
+        discriminator_ddp = DistributedDataParallel(discriminator, device_ids=device_ids)
+    return StepModels(generator, discriminator, generator_ddp, discriminator_ddp, optimizer_g, optimizer_d, scaler,
+                      device, amp_dtype)
+
+
+def _autocast(models: StepModels) -> Any:
+    if models.amp_dtype is None:
+        return torch.autocast(device_type=models.device.type, enabled=False)
+    return torch.autocast(device_type=models.device.type, dtype=models.amp_dtype)
+
+
+def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(flag)
+
+
+def train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: Config, use_gan: bool,
+               all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
+    """One optimisation step of both networks on a batch (B, 1, z, y, x) of normalised MR / CT patches.
+
+    Returns the loss terms as floats (``l1``, ``ssim``, ``gan``, ``total`` of the generator, ``d`` of the
+    discriminator). Raises :class:`TrainingDiverged` before any weight update if a loss is not finite on any rank
+    (``all_finite`` combines the ranks' verdicts).
+    """
+    loss_config = config.loss
+    models.optimizer_g.zero_grad(set_to_none=True)
+    models.optimizer_d.zero_grad(set_to_none=True)
+    with _autocast(models):
+        prediction = models.generator_ddp(mr)
+        fake_logits = None
+        if use_gan:
+            _set_requires_grad(models.discriminator, False)
+            fake_logits = models.discriminator(mr, prediction)
+            _set_requires_grad(models.discriminator, True)
+        terms = losses.generator_loss(
+            prediction, ct, fake_logits, alpha=loss_config.alpha, lambda_gan=loss_config.lambda_gan,
+            weighting=loss_config.weighting, floor=loss_config.weight_floor, gan_mode=loss_config.gan_mode,
+            ssim_window=loss_config.ssim_window, ssim_kernel=loss_config.ssim_kernel,
+        )
+        loss_d = None
+        if use_gan:
+            pairs_mr = torch.cat([mr, mr], dim=0)
+            pairs_ct = torch.cat([ct, prediction.detach().to(ct.dtype)], dim=0)
+            logits = models.discriminator_ddp(pairs_mr, pairs_ct)
+            real_logits, fake_logits_d = torch.chunk(logits, 2, dim=0)
+            loss_d = losses.discriminator_gan_loss(real_logits, fake_logits_d, loss_config.gan_mode)
+    values = {key: float(value.detach()) for key, value in terms.items()}
+    values["d"] = float(loss_d.detach()) if loss_d is not None else 0.0
+    finite = all(math.isfinite(v) for v in values.values())
+    if all_finite is not None:
+        finite = all_finite(finite)
+    if not finite:
+        raise TrainingDiverged("non-finite loss (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items()) + ")")
+    scaler = models.scaler
+    scaler.scale(terms["total"]).backward()
+    if loss_d is not None:
+        scaler.scale(loss_d).backward()
+    clip = config.optim.grad_clip
+    if clip > 0:
+        scaler.unscale_(models.optimizer_g)
+        torch.nn.utils.clip_grad_norm_(models.generator.parameters(), clip)
+        if loss_d is not None:
+            scaler.unscale_(models.optimizer_d)
+            torch.nn.utils.clip_grad_norm_(models.discriminator.parameters(), clip)
+    scaler.step(models.optimizer_g)
+    if loss_d is not None:
+        scaler.step(models.optimizer_d)
+    scaler.update()
+    return values
+
+
+def steps_per_epoch(n_train: int, config: Config, world_size: int) -> int:
+    """Steps (per rank) of one epoch: n_train × patches_per_volume patches over all ranks."""
+    patches = n_train * config.data.patches_per_volume
+    return max(1, math.ceil(patches / (config.train.batch_size * world_size)))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM → stop after the current step (a second SIGINT interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = name
+        log.warning("%s received: stopping after the current step and saving a checkpoint", name)
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Trainer:
+    """Trains one run. ``started`` is the monotonic time the command started (for ``train.max_minutes``)."""
+
+    def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False,
+                 started: float | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.started = time.monotonic() if started is None else started
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.best_mae: float | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.last_validation_step = -1
+        self.validation_estimate_s: float | None = None
+        self.step_estimate_s: float | None = None
+        self.checkpoint_estimate_s = 2.0
+        self.info = DistInfo()
+        self.models: StepModels | None = None
+        self.train_volumes: list[TrainVolume] = []
+        self.val_volumes: list[ValidationVolume] = []
+        self.run_log: RunLog | None = None
+
+    # -------------------------------------------------------------------------------------------------- set-up
+    def _setup_process(self) -> torch.device:
+        requested = self.config.train.device
+        kind = "cuda" if requested.startswith("cuda") or (requested == "auto" and torch.cuda.is_available()) else "cpu"
+        self.info = init_distributed(kind)
+        threads = self.config.train.num_threads
+        if threads:
+            torch.set_num_threads(threads)
+        elif kind == "cpu" and self.info.local_world_size > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.info.local_world_size))
+        return select_device(requested, self.info)
+
+    def _load_split(self, case_ids: Sequence[str]) -> dict[str, Any]:
+        data = self.config.data
+        run_split = self.run_dir / "split.json"
+        if data.split:
+            split = read_split(data.split)
+        elif self.resume and run_split.is_file():
+            split = read_split(run_split)
+        else:
+            if len(case_ids) < 2:
+                raise DataProblem(f"{data.root}: found {len(case_ids)} case(s) of region {self.config.region!r}; "
+                                  "training needs at least 2 (one for training, one for validation)")
+            split = make_split(case_ids, data.val_fraction, data.split_seed)
+        if self.info.is_main:
+            write_split(run_split, split)
+        return split
+
+    def _load_data(self) -> None:
+        data = self.config.data
+        if not data.root:
+            raise DataProblem("no dataset folder given (--data DIR or data.root)")
+        cases = find_cases(data.root, region=self.config.region)
+        if len(cases) < 2:
+            raise DataProblem(f"{data.root}: found {len(cases)} case(s) of region {self.config.region!r}; "
+                              "training needs at least 2 (one for training, one for validation)")
+        split = self._load_split([case.case_id for case in cases])
+        train_cases = select_cases(cases, split["train"], "split train")
+        val_cases = select_cases(cases, split["val"], "split val")
+        if self.config.validation.max_cases:
+            val_cases = val_cases[: self.config.validation.max_cases]
+        show = self.info.is_main and self.config.logging.progress
+        for case in tqdm(train_cases, desc="loading training cases", unit="case", disable=not show, leave=False):
+            self.train_volumes.append(prepare_train_volume(load_case(case), self.config))
+        if self.info.is_main:
+            for case in tqdm(val_cases, desc="loading validation cases", unit="case", disable=not show, leave=False):
+                self.val_volumes.append(prepare_validation_volume(load_case(case), self.config))
+        log.info("%d training and %d validation cases (region %s)", len(train_cases), len(val_cases),
+                 self.config.region)
+
+    def _restore(self, models: StepModels) -> None:
+        path = self.run_dir / "last.pt"
+        checkpoint = load_checkpoint(path, map_location=models.device)
+        models.generator.load_state_dict(checkpoint["generator"])
+        models.discriminator.load_state_dict(checkpoint["discriminator"])
+        models.optimizer_g.load_state_dict(checkpoint["optimizer_g"])
+        models.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
+        if checkpoint["scaler"]:
+            models.scaler.load_state_dict(checkpoint["scaler"])
+        self.step = int(checkpoint["step"])
+        self.epoch = int(checkpoint["epoch"])
+        sampler = checkpoint["rng"].get("sampler", {})
+        self.step_in_epoch = int(sampler.get("step_in_epoch", 0))
+        if int(sampler.get("world_size", self.info.world_size)) != self.info.world_size:
+            log.warning("resuming with %d ranks, checkpoint written with %s: patch sampling differs from an "
+                        "uninterrupted run", self.info.world_size, sampler.get("world_size"))
+        best = checkpoint.get("best_mae")
+        self.best_mae = float(best) if best is not None else None
+        self.last_metrics = {k: float(v) for k, v in checkpoint["metrics"].items()}
+        self.last_validation_step = int(checkpoint.get("last_validation_step", -1))
+        if self.info.is_main:
+            restore_rng(checkpoint["rng"])
+        else:
+            _seed_everything(self.config.train.seed + 1000 * self.info.rank + self.step)
+        log.info("resumed from %s: step %d, epoch %d (+%d steps)", path, self.step, self.epoch, self.step_in_epoch)
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def _checkpoint(self) -> dict[str, Any]:
+        assert self.models is not None
+        rng = capture_rng()
+        rng["sampler"] = {"seed": self.config.train.seed, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                          "world_size": self.info.world_size}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "generator": self.models.generator.state_dict(),
+            "discriminator": self.models.discriminator.state_dict(),
+            "optimizer_g": self.models.optimizer_g.state_dict(),
+            "optimizer_d": self.models.optimizer_d.state_dict(),
+            "scaler": self.models.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": rng,
+            "metrics": dict(self.last_metrics),
+            "best_mae": self.best_mae,
+            "last_validation_step": self.last_validation_step,
+            "versions": versions(),
+        }
+
+    def _save(self, name: str) -> None:
+        if not self.info.is_main:
+            return
+        began = time.monotonic()
+        save_checkpoint(self.run_dir / name, self._checkpoint())
+        self.checkpoint_estimate_s = max(self.checkpoint_estimate_s, time.monotonic() - began)
+
+    # -------------------------------------------------------------------------------------------- validation
+    def _validate(self) -> None:
+        """Rank 0 validates (others wait); writes the JSON, logs, best.pt when the MAE improves."""
+        assert self.models is not None
+        self.last_validation_step = self.step
+        if self.info.is_main and self.val_volumes:
+            result = validate(self.models.generator, self.val_volumes, self.config, self.models.device,
+                              self.models.amp_dtype)
+            self.validation_estimate_s = result.seconds * 1.1 + 1.0
+            self.last_metrics = dict(result.mean)
+            self._log_validation(result)
+            mae = result.mean.get("mae")
+            if mae is not None and (self.best_mae is None or mae < self.best_mae):
+                self.best_mae = mae
+                self._save("best.pt")
+                log.info("step %d: validation MAE %.2f HU (best so far) → best.pt", self.step, mae)
+            else:
+                log.info("step %d: validation MAE %.2f HU (best %.2f)", self.step, mae or float("nan"),
+                         self.best_mae or float("nan"))
+        barrier(self.info)
+
+    def _log_validation(self, result: ValidationResult) -> None:
+        assert self.run_log is not None
+        payload = {"step": self.step, "epoch": self.epoch, "seconds": result.seconds, "mean": result.mean,
+                   "aggregates": result.aggregates, "cases": result.per_case,
+                   "elapsed_s": time.monotonic() - self.started}
+        self.run_log.validation_file(self.step, payload)
+        self.run_log.record("validation", self.step, {"epoch": self.epoch, **result.mean, "seconds": result.seconds,
+                                                       "elapsed_s": payload["elapsed_s"]})
+        self.run_log.scalars("val", self.step, result.mean)
+        if self.config.logging.images and result.first_sct_hu is not None:
+            first = self.val_volumes[0]
+            self.run_log.image(f"val/{first.case_id}_mr_sct_ct", self.step,
+                               slice_grid(first.mr, result.first_sct_hu, first.ct_hu))
+        self.run_log.flush()
+
+    def _estimate_validation(self) -> float:
+        """Seconds a validation (+ checkpoint) takes: measured once it ran, else timed on one batch of windows."""
+        assert self.models is not None
+        if not self.val_volumes:
+            return 0.0
+        if self.validation_estimate_s is None:
+            batch = self.config.validation.batch_size
+            patch = self.config.data.patch_size
+            predictor = make_predictor(self.models.generator, self.models.device, self.models.amp_dtype)
+            self.models.generator.eval()
+            began = time.monotonic()
+            predictor(np.full((batch, 1, *patch), -1.0, dtype=np.float32))
+            per_batch = time.monotonic() - began
+            self.models.generator.train()
+            batches = sum(math.ceil(count_windows([v], self.config) / batch) for v in self.val_volumes)
+            self.validation_estimate_s = 1.2 * per_batch * batches + 1.0 * len(self.val_volumes) + 1.0
+            log.info("validation estimated at %.0f s (%d batches of %d windows)", self.validation_estimate_s,
+                     batches, batch)
+        return self.validation_estimate_s
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def _out_of_time(self, upcoming: float) -> bool:
+        """True when ``upcoming`` seconds of work would leave no room for the final validation and checkpoint."""
+        budget = self.config.train.max_minutes * 60.0
+        if budget <= 0 or not self.info.is_main:
+            return False
+        reserve = (self._estimate_validation() if self.config.validation.at_end else 0.0) + self.checkpoint_estimate_s
+        return time.monotonic() - self.started + upcoming + reserve > budget
+
+    def _validation_due(self, epoch_done: bool) -> bool:
+        validation = self.config.validation
+        if validation.every_steps and self.step % validation.every_steps == 0:
+            return True
+        return bool(epoch_done and validation.every_epochs and self.epoch % validation.every_epochs == 0)
+
+    def run(self) -> TrainResult:
+        """Train until the epochs, ``max_steps`` or ``max_minutes`` run out or a signal arrives."""
+        device = self._setup_process()
+        try:
+            with _StopSignals() as signals:
+                return self._run(device, signals)
+        finally:
+            if self.run_log is not None:
+                self.run_log.close()
+            cleanup(self.info)
+
+    def _run(self, device: torch.device, signals: _StopSignals) -> TrainResult:
+        config = self.config
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / "config.yaml", dump_config(config))
+        _seed_everything(config.train.seed)
+        self._load_data()
+        torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+        self.models = models = build_step_models(config, device, self.info)
+        _seed_everything(config.train.seed + 1000 * self.info.rank)
+        if self.resume:
+            self._restore(models)
+        if self.info.is_main:
+            self.run_log = RunLog(self.run_dir, config.logging.tensorboard)
+        per_epoch = steps_per_epoch(len(self.train_volumes), config, self.info.world_size)
+        total_steps = config.train.epochs * per_epoch
+        if config.train.max_steps:
+            total_steps = min(total_steps, config.train.max_steps)
+        sync = (lambda ok: not any_rank([not ok], self.info, device)[0]) if self.info.enabled else None
+        stopped = "completed"
+        bar = tqdm(total=total_steps, initial=min(self.step, total_steps), desc="training", unit="step",
+                   disable=not (self.info.is_main and config.logging.progress), dynamic_ncols=True)
+        running: dict[str, list[float]] = {}
+        try:
+            while self.epoch < config.train.epochs and stopped == "completed":
+                specs = draw_epoch_specs(self.train_volumes, per_epoch * config.train.batch_size, config,
+                                         config.train.seed, self.info.rank, self.epoch)
+                specs = specs[self.step_in_epoch * config.train.batch_size:]
+                loader = make_loader(self.train_volumes, specs, config, config.train.seed + self.epoch)
+                for batch in loader:
+                    reasons = any_rank(self._stop_flags(signals), self.info, device)
+                    if any(reasons):
+                        stopped = STOP_REASONS[reasons.index(True)]
+                        break
+                    began = time.monotonic()
+                    use_gan = config.loss.lambda_gan > 0 and self.step >= config.loss.gan_warmup_steps
+                    mr = batch["mr"].to(device, non_blocking=True)
+                    ct = batch["ct"].to(device, non_blocking=True)
+                    try:
+                        values = train_step(models, mr, ct, config, use_gan, sync)
+                    except TrainingDiverged as exc:
+                        kept = self.run_dir / "last.pt"
+                        where = f"{kept} (step {self._saved_step(kept)}) is kept" if kept.is_file() else \
+                            "no checkpoint had been written yet"
+                        raise TrainingDiverged(f"step {self.step + 1}: {exc}; training stopped, the last good "
+                                               f"checkpoint {where}") from None
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    elapsed = time.monotonic() - began
+                    self.step_estimate_s = elapsed if self.step_estimate_s is None else \
+                        0.8 * self.step_estimate_s + 0.2 * elapsed
+                    self._log_step(values, running, bar)
+                    epoch_done = self.step_in_epoch >= per_epoch
+                    if epoch_done:
+                        self.epoch += 1
+                        self.step_in_epoch = 0
+                    every = config.train.checkpoint_every_steps
+                    if epoch_done or (every and self.step % every == 0):
+                        self._save("last.pt")
+                    if self._validation_due(epoch_done):
+                        no_time = any_rank([self._out_of_time(self._estimate_validation())], self.info, device)[0]
+                        if not no_time:
+                            self._validate()
+                    if epoch_done:
+                        break
+        finally:
+            bar.close()
+        if config.validation.at_end and self.last_validation_step != self.step and stopped != "signal":
+            self._validate()
+        self._save("last.pt")
+        result = TrainResult(self.step, self.epoch, stopped, self.best_mae, dict(self.last_metrics),
+                             time.monotonic() - self.started)
+        if self.run_log is not None:
+            self.run_log.record("end", self.step, {"epoch": self.epoch, "stopped": stopped, "best_mae": self.best_mae,
+                                                   "elapsed_s": result.seconds})
+        log.info("stopped (%s) at step %d, epoch %d after %.0f s; best validation MAE %s", stopped, self.step,
+                 self.epoch, result.seconds, f"{self.best_mae:.2f} HU" if self.best_mae is not None else "n/a")
+        return result
+
+    def _stop_flags(self, signals: _StopSignals) -> list[bool]:
+        """This rank's reasons to stop before the next step, in the order of :data:`STOP_REASONS`."""
+        return [
+            signals.received is not None,
+            bool(self.config.train.max_steps and self.step >= self.config.train.max_steps),
+            self._out_of_time(self.step_estimate_s or 0.0),
+        ]
+
+    @staticmethod
+    def _saved_step(path: Path) -> int | str:
+        try:
+            return int(load_checkpoint(path)["step"])
+        except Exception:  # the message must still be written
+            return "?"
+
+    def _log_step(self, values: dict[str, float], running: dict[str, list[float]], bar: tqdm) -> None:
+        if not self.info.is_main:
+            return
+        for key, value in values.items():
+            running.setdefault(key, []).append(value)
+        bar.update(1)
+        bar.set_postfix({"l1": f"{values['l1']:.4f}", "ssim": f"{values['ssim']:.3f}", "gan": f"{values['gan']:.3f}",
+                         "d": f"{values['d']:.3f}", "ep": self.epoch}, refresh=False)
+        if self.step % self.config.logging.log_every_steps == 0 and self.run_log is not None:
+            means = {key: float(np.mean(v)) for key, v in running.items()}
+            running.clear()
+            self.run_log.record("train", self.step, {"epoch": self.epoch, **means,
+                                                     "elapsed_s": time.monotonic() - self.started})
+            self.run_log.scalars("train", self.step, means)
