@@ -194,7 +194,7 @@ def _region_dirs(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for child in _subfolders(folder):
         region = REGION_ALIASES.get(child.name.lower())
-        if region is not None and child.name in REGION_FOLDERS[region] + (region,):
+        if region is not None and child.name.lower() in {f.lower() for f in REGION_FOLDERS[region]} | {region}:
             found[region] = child
     return found
 

@@ -55,7 +55,6 @@ def test_typo_names_the_key_and_suggests_the_right_one() -> None:
         ({"model": {"feature_size": 12, "num_heads": [5, 6, 12, 24]}}, r"model\.num_heads\[0\] = 5"),
         ({"model": "big"}, r"model: expected a mapping"),
         ({"region": "lung"}, r"region: 'lung' is not one of"),
-        ({"validation": {"every_epochs": 0, "every_steps": 0, "at_end": False}}, r"validation"),
     ],
 )
 def test_bad_values_name_the_key(values: dict, message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from synthct.dataset import CaseVolumes
 from synthct.intensity import normalise_ct
@@ -117,3 +118,19 @@ def test_patches_unaugmented_and_augmented() -> None:
     assert body_ct.numel() > 0 and float(body_ct.median()) > -0.6
     augmented = extract_patch(volume, specs[0], (64, 64, 64))
     assert not np.array_equal(augmented["ct"], extract_patch(volume, plain, (64, 64, 64))["ct"])
+
+
+def test_loader_with_workers_gives_the_same_batches() -> None:
+    from train.data import make_loader
+
+    config = config_from_dict({"data": {"augment": {"probability": 1.0}}, "train": {"batch_size": 2}})
+    volumes = [prepare_train_volume(_case((64, 70, 66)), config)]
+    specs = draw_epoch_specs(volumes, 4, config, seed=0, rank=0, epoch=0)
+    plain = list(make_loader(volumes, specs, config, seed=0))
+    config.data.num_workers = 1
+    with_worker = list(make_loader(volumes, specs, config, seed=0))
+    assert len(plain) == len(with_worker) == 2
+    for a, b in zip(plain, with_worker, strict=True):
+        for key in ("mr", "ct", "mask"):
+            assert a[key].shape == (2, 1, 64, 64, 64)
+            assert torch.equal(a[key], b[key])

@@ -33,8 +33,8 @@ def versions() -> dict[str, str]:
 
     import synthct
 
-    return {"synthct": synthct.__version__, "torch": torch.__version__, "monai": monai.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {"synthct": str(synthct.__version__), "torch": str(torch.__version__), "monai": str(monai.__version__),
+            "numpy": str(np.__version__), "python": platform.python_version()}
 
 
 def capture_rng() -> dict[str, Any]:

@@ -54,9 +54,9 @@ def _resolve_config(args: argparse.Namespace):  # -> Config (train.config import
         raise ConfigError("--config FILE is required (configs/paper.yaml holds the paper's values)")
     overrides = list(args.overrides)
     if args.data is not None:
-        overrides.append(f"data.root={args.data}")
+        overrides.append(f"data.root={args.data.resolve()}")
     if args.split is not None:
-        overrides.append(f"data.split={args.split}")
+        overrides.append(f"data.split={args.split.resolve()}")
     if args.region is not None:
         try:
             overrides.append(f"region={canonical_region(args.region)}")

@@ -307,11 +307,6 @@ def _check_consistency(config: Config) -> None:
                 f"model.num_heads[{index}] = {heads} must divide the stage's embedding size "
                 f"{model.feature_size * 2**index} (feature_size × 2^{index})"
             )
-    if config.train.max_steps == 0 and config.train.epochs == 0:  # pragma: no cover - epochs ≥ 1 by range
-        raise ConfigError("train.epochs must be at least 1")
-    if config.validation.every_epochs == 0 and config.validation.every_steps == 0 and not config.validation.at_end:
-        raise ConfigError("validation: every_epochs, every_steps and at_end are all off; the best checkpoint needs "
-                          "at least one validation")
 
 
 def config_from_dict(values: Mapping[str, Any] | None) -> Config:

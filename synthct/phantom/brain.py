@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from synthct.phantom import tissues as T
-from synthct.phantom.canvas import Canvas
+from synthct.phantom.canvas import Block, Canvas
 from synthct.phantom.fields import rotation_matrix
 from synthct.phantom.paint import air_cells, block_noise, box, paint_bone, paint_ellipsoid, shape_in
 from synthct.phantom.shapes import capsule, ellipsoid, polyline, rotated_ellipsoid, smooth_union
@@ -27,88 +27,104 @@ _CRANIUM = ((0.0, 5.0, 0.0), (85.0, 95.0, 73.0))
 def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
     """Paint a random head (see the module docstring) onto ``canvas``."""
     g = rng.uniform
-    cran_c, cran_r = _CRANIUM
-    head_low, head_high = (-200.0, -110.0, -85.0), (95.0, 110.0, 85.0)
-    block = canvas.block(head_low, head_high)
-    assert block is not None
-    u = canvas.coords(block)
-
+    head_block = canvas.block((-200.0, -110.0, -85.0), (95.0, 110.0, 85.0))
+    assert head_block is not None
+    u = canvas.coords(head_block)
     # Outline: cranium, face, neck and nose, smoothly joined.
-    cranium = ellipsoid(u, cran_c, cran_r)
-    face = ellipsoid(u, (-55.0, -22.0, 0.0), (50.0, 60.0, 57.0))
-    head = smooth_union(cranium, face, 10.0)
-    del face
+    head = smooth_union(ellipsoid(u, *_CRANIUM), ellipsoid(u, (-55.0, -22.0, 0.0), (50.0, 60.0, 57.0)), 10.0)
     head = smooth_union(head, ellipsoid(u, (-135.0, 20.0, 0.0), (70.0, 56.0, 52.0)), 12.0)
     head = smooth_union(head, ellipsoid(u, (-45.0, -80.0, 0.0), (20.0, 12.0, 10.0)), 5.0)
-    depth = -head
-    del head
-    canvas.paint(T.SOFT_TISSUE, depth > 0, block)
-    # Neck and jaw muscles, with fat planes between them.
-    fat_planes = np.abs(block_noise(canvas, block, 9.0, rng)) < 0.12
-    canvas.paint(T.MUSCLE, (depth > 0) & (u[0] < -70.0) & ~fat_planes, block)
-    canvas.paint(T.FAT, (depth > 0) & (u[0] < -70.0) & fat_planes, block)
-    del fat_planes
-
-    # Scalp: skin, subcutaneous fat (thickness varies), galea.
+    depth = np.negative(head, out=head)
+    inside = depth > 0
+    canvas.paint(T.SOFT_TISSUE, inside, head_block)
+    # Skin and subcutaneous fat of varying thickness (one smooth field modulates fat, skull and CSF thickness).
+    modulation = block_noise(canvas, head_block, 20.0, rng)
     skin_t = g(1.3, 2.0) * thin
-    fat_t = g(1.5, 3.5) * thin * (1.0 + 0.35 * block_noise(canvas, block, 25.0, rng))
-    canvas.paint(T.FAT, (depth > 0) & (depth < skin_t + fat_t), block)
-    canvas.paint(T.SKIN, (depth > 0) & (depth < skin_t), block)
-    scalp = skin_t + fat_t + g(1.0, 2.0) * thin
+    fat_t = g(1.5, 3.5) * thin * (1.0 + 0.35 * modulation)
+    canvas.paint(T.FAT, inside & (depth < skin_t + fat_t), head_block)
+    canvas.paint(T.SKIN, inside & (depth < skin_t), head_block)
+    galea_t = g(1.0, 2.0) * thin
+    del depth, inside
+    _paint_neck_muscles(canvas, rng)
+
+    cran_block = canvas.block(*box(*_CRANIUM))
+    assert cran_block is not None
+    local = tuple(slice(c.start - h.start, c.stop - h.start) for c, h in zip(cran_block, head_block, strict=True))
+    modulation = modulation[local]
+    fat_t = fat_t[local]
+    _paint_cranium(canvas, rng, thin, cran_block, skin_t + fat_t + galea_t, modulation)
+    _paint_deep_brain(canvas, rng, thin)
+    _paint_face(canvas, rng, thin)
+
+
+def _paint_neck_muscles(canvas: Canvas, rng: np.random.Generator) -> None:
+    """Neck muscles with fat planes between them (below the jaw), over the neck's soft tissue."""
+    block = canvas.block((-200.0, -110.0, -85.0), (-68.0, 110.0, 85.0))
+    if block is None:
+        return
+    low = canvas.coords(block)[0] < -70.0
+    fat_planes = np.abs(block_noise(canvas, block, 9.0, rng)) < 0.12
+    canvas.paint(T.MUSCLE, low & ~fat_planes, block, only=(T.SOFT_TISSUE,))
+    canvas.paint(T.FAT, low & fat_planes, block, only=(T.SOFT_TISSUE,))
+
+
+def _paint_cranium(canvas: Canvas, rng: np.random.Generator, thin: float, block: Block, scalp: np.ndarray,
+                   modulation: np.ndarray) -> None:
+    """Temporal muscle, skull vault and base (tables and diploë), CSF, cerebrum with cortex and sulci."""
+    g = rng.uniform
+    u = canvas.coords(block)
+    depth_c = np.negative(ellipsoid(u, *_CRANIUM))
     # Temporal muscle: thickens the scalp over the temples.
     temple = np.exp(-(((u[0] - 5.0) / 30.0) ** 2 + ((u[1] + 15.0) / 40.0) ** 2)) * (np.abs(u[2]) > 35.0)
     temporalis = g(5.0, 9.0) * thin * temple
-    canvas.paint(T.MUSCLE, (depth > 0) & (depth >= scalp) & (depth < scalp + temporalis) & (u[0] > -40.0), block)
-    scalp = scalp + temporalis
-    del depth, temple, temporalis
-
-    # Skull vault and skull base; the base plane runs from above the orbits back to the foramen magnum.
+    del temple
+    canvas.paint(T.MUSCLE, (depth_c >= scalp) & (depth_c < scalp + temporalis) & (u[0] > -40.0), block,
+                 only=(T.SOFT_TISSUE, T.FAT))
+    depth_c -= scalp + temporalis
+    del temporalis
+    # Skull base: a plane from above the orbits back to the foramen magnum, dipping into the middle fossae.
     plane_front, plane_back = -13.0 + g(-3, 3), -60.0 + g(-4, 4)
     slope = (plane_back - plane_front) / 120.0
-    base = (u[0] - (plane_front + (u[1] + 60.0) * slope)) / np.float32(np.sqrt(1.0 + slope * slope))
-    depth_c = -cranium - scalp
-    del cranium
-    skull_t = g(5.5, 8.0) * thin * (1.0 + 0.22 * block_noise(canvas, block, 20.0, rng))
+    fossa = g(12.0, 20.0) * np.exp(-(((u[1] + 5.0) / 30.0) ** 2)) * np.clip(np.abs(u[2]) / 45.0, 0.0, 1.0) ** 2
+    base = (u[0] - (plane_front + (u[1] + 60.0) * slope) + fossa) / np.float32(np.sqrt(1.0 + slope * slope))
+    del fossa
+    skull_t = g(5.5, 8.0) * thin * (1.0 - 0.22 * modulation)
     skull_t *= 1.0 - 0.35 * np.exp(-(((u[0] + 5.0) / 25.0) ** 2)) * (np.abs(u[2]) > 45.0)  # thin temporal squama
     outer_table = g(1.4, 2.2) * thin
     inner_table = g(1.1, 1.8) * thin
     plate_t = g(7.0, 11.0) * thin
-    vault = (depth_c >= 0) & (depth_c < skull_t) & (base > -plate_t)
-    plate = (depth_c >= 0) & (base <= 0) & (base > -plate_t)
+    outside_skull = depth_c >= 0
+    vault = outside_skull & (depth_c < skull_t) & (base > -plate_t)
+    plate = outside_skull & (base <= 0) & (base > -plate_t)
     vault_depth = np.where(vault, np.minimum(depth_c / outer_table, (skull_t - depth_c) / inner_table), -np.inf)
     plate_depth = np.where(plate, np.minimum(-base, base + plate_t) / outer_table, -np.inf)
-    bone_depth = np.maximum(vault_depth, plate_depth)
-    del vault_depth, plate_depth
-    canvas.paint(T.CORTICAL_BONE, vault | plate, block)
-    canvas.paint(T.CANCELLOUS_BONE, (vault | plate) & (bone_depth > 1.0), block)
-    del vault, plate, bone_depth
-
-    # Intracranial: CSF, then brain (cerebrum) with cortex and sulci.
-    csf_t = g(1.2, 3.0) * thin * (1.0 + 0.3 * block_noise(canvas, block, 15.0, rng))
+    bone = vault | plate
+    canvas.paint(T.CORTICAL_BONE, bone, block)
+    canvas.paint(T.CANCELLOUS_BONE, bone & (np.maximum(vault_depth, plate_depth) > 1.0), block)
+    del vault, plate, bone, vault_depth, plate_depth, outside_skull
+    # Intracranial: CSF, then the cerebrum with a folded cortex (sulci from the zero sheets of a noise field).
+    csf_t = g(1.2, 3.0) * thin * (1.0 + 0.3 * modulation)
     intracranial = (depth_c >= skull_t) & (base > 0)
     canvas.paint(T.CSF, intracranial, block)
     brain_depth = np.minimum(depth_c - skull_t - csf_t, base - csf_t)
-    del depth_c, csf_t, skull_t
+    del depth_c, csf_t, skull_t, base
     in_brain = intracranial & (brain_depth > 0)
+    del intracranial
     canvas.paint(T.WHITE_MATTER, in_brain, block)
     gm_t = g(2.2, 3.2) * thin
-    folds = np.abs(block_noise(canvas, block, 6.0, rng))
+    folds = np.abs(block_noise(canvas, block, 7.0, rng))
     sulcal_depth = g(8.0, 14.0) * thin
-    sulcus_w = g(0.07, 0.12)
-    gm_w = sulcus_w + 0.18
-    grey = in_brain & ((brain_depth < gm_t) | ((folds < gm_w) & (brain_depth < sulcal_depth + gm_t)))
-    canvas.paint(T.GREY_MATTER, grey, block)
+    sulcus_w = g(0.06, 0.1)
+    cortex = (brain_depth < gm_t) | ((folds < sulcus_w + 0.14) & (brain_depth < sulcal_depth + gm_t))
+    canvas.paint(T.GREY_MATTER, in_brain & cortex, block)
     canvas.paint(T.CSF, in_brain & (folds < sulcus_w) & (brain_depth < sulcal_depth), block)
+    del folds, cortex, brain_depth
     # Interhemispheric fissure, lined by cortex.
     fissure_half = g(0.8, 1.5) * thin
-    high = u[0] > 18.0 + 10.0 * np.tanh(u[1] / 40.0)
-    canvas.paint(T.GREY_MATTER, in_brain & high & (np.abs(u[2]) < fissure_half + gm_t), block)
-    canvas.paint(T.CSF, in_brain & high & (np.abs(u[2]) < fissure_half), block)
-    del folds, grey, high, brain_depth, base, intracranial
-
-    _paint_deep_brain(canvas, rng, thin)
-    del in_brain
-    _paint_face(canvas, rng, thin)
+    high = in_brain & (u[0] > 18.0 + 10.0 * np.tanh(u[1] / 40.0))
+    midline = np.abs(u[2])
+    canvas.paint(T.GREY_MATTER, high & (midline < fissure_half + gm_t), block)
+    canvas.paint(T.CSF, high & (midline < fissure_half), block)
 
 
 def _paint_deep_brain(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
@@ -132,21 +148,21 @@ def _paint_deep_brain(canvas: Canvas, rng: np.random.Generator, thin: float) -> 
         paint_ellipsoid(canvas, T.GREY_MATTER, (-2.0, 10.0, 9.0 * side), (9.0, 14.0, 8.0), only=brain_tissue)
         paint_ellipsoid(canvas, T.GREY_MATTER, (0.0, -5.0, 24.0 * side), (10.0, 14.0, 5.0), only=brain_tissue)
     # Ventricles: lateral (body, frontal, occipital, temporal horns), third, fourth.
-    size = g(0.6, 1.6)
+    size = g(0.6, 1.7)
     for side in (-1.0, 1.0):
-        for centre, radii in (((12.0, 0.0, 11.0), (9.0, 28.0, 6.0)), ((15.0, -22.0, 13.0), (8.0, 10.0, 6.0)),
-                              ((5.0, 32.0, 18.0), (6.0, 12.0, 5.0)), ((-15.0, 10.0, 28.0), (5.0, 15.0, 4.0))):
+        for centre, radii in (((14.0, 0.0, 10.0), (6.0, 27.0, 4.5)), ((16.0, -22.0, 12.0), (6.0, 10.0, 4.5)),
+                              ((6.0, 30.0, 17.0), (5.0, 12.0, 4.0)), ((-15.0, 10.0, 28.0), (4.0, 14.0, 3.0))):
             scaled = (radii[0] * size ** 0.5, radii[1], radii[2] * size)
             paint_ellipsoid(canvas, T.CSF, (centre[0], centre[1], centre[2] * side), scaled, only=brain_tissue)
     paint_ellipsoid(canvas, T.CSF, (-2.0, 5.0, 0.0), (9.0, 12.0, 1.0 + 1.2 * size), only=brain_tissue)
     paint_ellipsoid(canvas, T.CSF, (-38.0, 38.0, 0.0), (5.0, 4.0, 5.0), only=brain_tissue)
     # Brainstem through the foramen magnum into the cord, in a CSF-filled canal.
-    stem_top, stem_bottom = (-10.0, 15.0, 0.0), (-70.0, 30.0, 0.0)
+    stem_top, stem_bottom = (-12.0, 15.0, 0.0), (-70.0, 30.0, 0.0)
     found = shape_in(canvas, (-210.0, 0.0, -20.0), (0.0, 55.0, 20.0),
-                   lambda u: capsule(u, stem_top, stem_bottom, 12.0, 9.0))
+                     lambda u: capsule(u, stem_top, stem_bottom, 10.0, 7.5))
     if found is not None:
         block, distance = found
-        canvas.paint(T.CSF, distance < 3.0 * thin, block, keep=(T.SKIN, T.FAT))
+        canvas.paint(T.CSF, distance < 3.0 * thin, block, only=(*_BONE, T.SOFT_TISSUE, T.MUSCLE))
         canvas.paint(T.WHITE_MATTER, distance < 0, block)
     _paint_cervical_spine(canvas, rng, thin)
 
@@ -232,7 +248,7 @@ def _paint_face(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
         paint_ellipsoid(canvas, T.INTERNAL_AIR, (-53.0, -46.0, 27.0 * side), (17.0 * size, 18.0 * size, 13.0 * size),
                          shell=wall)
     size = g(0.6, 1.3)
-    paint_ellipsoid(canvas, T.INTERNAL_AIR, (-30.0, -15.0, 0.0), (10.0 * size, 11.0 * size, 12.0 * size), shell=wall)
+    paint_ellipsoid(canvas, T.INTERNAL_AIR, (-44.0, -18.0, 0.0), (9.0 * size, 10.0 * size, 11.0 * size), shell=wall)
     if g() < 0.85:
         size = g(0.6, 1.3)
         paint_ellipsoid(canvas, T.CANCELLOUS_BONE, (8.0, -78.0, 0.0), (13.0 * size, 7.0, 17.0 * size),

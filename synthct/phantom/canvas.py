@@ -33,6 +33,7 @@ class Canvas:
         scale: Sequence[float],
         displacement_mm: np.ndarray | None,
     ) -> None:
+        """``displacement_mm`` (3, z, y, x) float32 is consumed (its memory becomes the coordinates)."""
         self.shape = tuple(int(n) for n in shape)
         self.spacing_mm = np.asarray(spacing_mm, dtype=np.float64)
         self.rotation = np.asarray(rotation, dtype=np.float64)
@@ -42,21 +43,18 @@ class Canvas:
         axes = [((np.arange(n) - (n - 1) / 2.0) * s - t) for n, s, t in zip(self.shape, self.spacing_mm,
                                                                               self.shift_mm, strict=True)]
         grids = [a.astype(np.float32).reshape([-1 if k == i else 1 for k in range(3)]) for i, a in enumerate(axes)]
-        self.max_displacement_mm = 0.0
+        if displacement_mm is None:
+            displacement_mm = np.zeros((3, *self.shape), dtype=np.float32)
+            self.max_displacement_mm = 0.0
+        else:
+            self.max_displacement_mm = float(np.abs(displacement_mm).max())
         u = []
         for k in range(3):
-            component = (
-                np.float32(self.rotation[0, k]) * grids[0]
-                + np.float32(self.rotation[1, k]) * grids[1]
-                + np.float32(self.rotation[2, k]) * grids[2]
-            )
-            component = np.broadcast_to(component, self.shape).astype(np.float32)
-            if displacement_mm is not None:
-                component += displacement_mm[k]
-            component /= np.float32(self.scale[k])
+            component = displacement_mm[k]  # reused in place: u_k = (sum_j R[j, k] p_j + d_k) / scale_k
+            for j in range(3):
+                component += np.float32(self.rotation[j, k]) * grids[j]
+            component *= np.float32(1.0 / self.scale[k])
             u.append(component)
-        if displacement_mm is not None:
-            self.max_displacement_mm = float(np.abs(displacement_mm).max())
         self.u: Coords = (u[0], u[1], u[2])
 
     def block(self, low: Sequence[float], high: Sequence[float], margin_mm: float = 2.0) -> Block | None:

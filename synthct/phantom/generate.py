@@ -5,7 +5,7 @@ Sizes (voxels x, y, z; spacing per region as SynthRAD: brain 1 mm, pelvis 1 x 1 
 =========  ==================  ==================
 size       brain               pelvis
 =========  ==================  ==================
-small      96 x 120 x 96       128 x 96 x 64
+small      104 x 128 x 96      128 x 96 x 64
 medium     160 x 192 x 144     256 x 192 x 96
 synthrad   256 x 256 x 192     512 x 512 x 160
 =========  ==================  ==================
@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from synthct.phantom.brain import paint_head
 from synthct.phantom.canvas import Canvas
-from synthct.phantom.ct import simulate_ct
+from synthct.phantom.ct import simulate_ct, tissue_texture
 from synthct.phantom.fields import rotation_matrix, smooth_field
 from synthct.phantom.mask import body_mask_from_ct
 from synthct.phantom.mr import simulate_mr
@@ -51,7 +51,7 @@ class SizeSpec:
 
 SIZES: dict[str, dict[str, SizeSpec]] = {
     "brain": {
-        "small": SizeSpec((96, 120, 96), (1.0, 1.0, 1.0), (0.5, 0.5, 0.5), 1.45),
+        "small": SizeSpec((96, 128, 104), (1.0, 1.0, 1.0), (0.5, 0.5, 0.5), 1.25),
         "medium": SizeSpec((144, 192, 160), (1.0, 1.0, 1.0), (0.75, 0.75, 0.75), 1.15),
         "synthrad": SizeSpec((192, 256, 256), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0),
     },
@@ -128,13 +128,15 @@ def generate_volumes(region: str, seed: int, size: str = "small") -> PhantomVolu
     labels = canvas.labels
     del canvas
     hu_mean, hu_texture, mr_relative, mr_texture = draw_table(TISSUES[region], rng)
-    ct = simulate_ct(labels, spec.spacing_mm, hu_mean, hu_texture, rng, noise_hu=rng.uniform(5.0, 12.0))
-    mask = body_mask_from_ct(ct, spec.spacing_mm)
+    texture = tissue_texture(labels, spec.spacing_mm, rng)
+    ct = simulate_ct(labels, spec.spacing_mm, hu_mean, hu_texture, texture, rng, noise_hu=rng.uniform(5.0, 12.0))
+    mask = body_mask_from_ct(ct, spec.spacing_mm, dilation_mm=round(4.0 * max(spec.scale) ** 0.5))
     ct_hu = np.clip(np.rint(ct), CT_MIN_HU, CT_MAX_HU).astype(np.int16)
     del ct
     reference = rng.uniform(400.0, 1200.0) if region == "brain" else rng.uniform(800.0, 2000.0)
-    mr = simulate_mr(labels, spec.spacing_mm, mr_relative, mr_texture, rng, reference=reference,
+    mr = simulate_mr(labels, spec.spacing_mm, mr_relative, mr_texture, texture, rng, reference=reference,
                      noise_fraction=rng.uniform(0.015, 0.04), bias_strength=rng.uniform(0.06, 0.2))
+    del texture
     mr_int = np.clip(np.rint(mr), 0, MR_MAX).astype(np.int16)
     del mr
     spacing_xyz = tuple(float(s) for s in spec.spacing_mm[::-1])

@@ -31,7 +31,7 @@ def fill_holes_per_slice(binary: np.ndarray) -> np.ndarray:
     outside = np.zeros(count + 1, dtype=bool)
     outside[np.unique(border)] = True
     outside[0] = True
-    return ~outside[labelled]
+    return binary | ~outside[labelled]
 
 
 def dilate(binary: np.ndarray, spacing_mm: Sequence[float], radius_mm: float) -> np.ndarray:

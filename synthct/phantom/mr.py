@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from synthct.phantom.ct import correlated_noise, partial_volume
+from synthct.phantom.ct import foreground_box, partial_volume
 from synthct.phantom.fields import smooth_field
 
 
@@ -27,26 +27,29 @@ def simulate_mr(
     spacing_mm: Sequence[float],
     relative: np.ndarray,
     texture_sd: np.ndarray,
+    texture: np.ndarray,
     rng: np.random.Generator,
     reference: float,
     noise_fraction: float,
     bias_strength: float,
+    modulation: np.ndarray | None = None,
 ) -> np.ndarray:
     """MR (z, y, x) float32 from a label volume.
 
     ``relative`` (by label) is the tissue intensity relative to the reference tissue, whose mean becomes
-    ``reference``; ``texture_sd`` (by label) a relative texture; the Rician noise sd is
-    ``noise_fraction * reference``.
+    ``reference``; ``texture`` (unit sd) scaled by ``texture_sd`` (by label) a relative texture; the Rician noise
+    sd is ``noise_fraction * reference``. ``modulation`` (optional, same shape) multiplies the tissue intensity
+    voxel by voxel.
     """
     signal = relative[labels]
-    texture = correlated_noise(labels.shape, spacing_mm, 1.2, rng)
-    texture *= texture_sd[labels]
-    texture += np.float32(1.0)
-    signal *= texture
-    del texture
-    signal *= bias_field(labels.shape, spacing_mm, bias_strength, rng)
-    signal *= np.float32(reference)
-    partial_volume(signal, spacing_mm, sigma_mm=0.55, max_sigma_voxels=0.7)
+    if modulation is not None:
+        signal *= modulation
+    box = foreground_box(labels)
+    inside = signal[box]
+    inside *= 1.0 + texture_sd[labels[box]] * texture[box]
+    inside *= bias_field(inside.shape, spacing_mm, bias_strength, rng)
+    inside *= np.float32(reference)
+    partial_volume(inside, spacing_mm, sigma_mm=0.55, max_sigma_voxels=0.7)
     sigma = np.float32(noise_fraction * reference)
     real = rng.standard_normal(labels.shape, dtype=np.float32)
     real *= sigma

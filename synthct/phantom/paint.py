@@ -10,7 +10,7 @@ import numpy as np
 from synthct.phantom import tissues as T
 from synthct.phantom.canvas import Block, Canvas
 from synthct.phantom.fields import smooth_field
-from synthct.phantom.shapes import Coords, ellipsoid
+from synthct.phantom.shapes import Coords, capsule, ellipsoid
 
 Point = tuple[float, float, float]
 
@@ -72,3 +72,55 @@ def air_cells(canvas: Canvas, centre: Sequence[float], radii: Sequence[float], a
     threshold = float(np.quantile(noise[inside], 1.0 - air_fraction)) if inside.any() else 0.0
     canvas.paint(T.CORTICAL_BONE, inside, block)
     canvas.paint(T.INTERNAL_AIR, inside & (noise > threshold), block)
+
+
+Distance = Callable[[Coords], np.ndarray]
+BonePart = tuple[Point, Point, Distance, float, int]
+"""(box low, box high, signed distance, cortex mm, core label) of one piece of bone."""
+
+
+def capsule_box(start: Sequence[float], end: Sequence[float], radius: float, pad: float = 2.0) -> tuple[Point, Point]:
+    """Anatomical box holding a capsule of ``radius`` between ``start`` and ``end``."""
+    low = tuple(min(a, b) - radius - pad for a, b in zip(start, end, strict=True))
+    high = tuple(max(a, b) + radius + pad for a, b in zip(start, end, strict=True))
+    return low, high  # type: ignore[return-value]
+
+
+def tube_segments(points: Sequence[Sequence[float]], radii: Sequence[float]
+                  ) -> list[tuple[Point, Point, Distance]]:
+    """A bent tube as one tapered capsule per segment, each with its own box (cheap to evaluate)."""
+    segments = []
+    for k in range(len(points) - 1):
+        a, b, ra, rb = tuple(points[k]), tuple(points[k + 1]), float(radii[k]), float(radii[k + 1])
+        segments.append((*capsule_box(a, b, max(ra, rb)),
+                         lambda u, a=a, b=b, ra=ra, rb=rb: capsule(u, a, b, ra, rb)))
+    return segments  # type: ignore[return-value]
+
+
+def paint_tube(canvas: Canvas, label: int, points: Sequence[Sequence[float]], radii: Sequence[float],
+               only: Sequence[int] | None = None, keep: Sequence[int] | None = None) -> None:
+    """Paint a bent tube (union of tapered capsules)."""
+    for low, high, distance in tube_segments(points, radii):
+        found = shape_in(canvas, low, high, distance)
+        if found is not None:
+            canvas.paint(label, found[1] < 0, found[0], only=only, keep=keep)
+
+
+def paint_bone_parts(canvas: Canvas, parts: Sequence[BonePart], keep: Sequence[int] | None = None) -> None:
+    """Paint bones made of overlapping parts with union semantics: first every part's cortical shell, then every
+    part's core, so a core is never covered by a neighbouring part's cortex."""
+    evaluated = []
+    for low, high, distance, cortex, core in parts:
+        found = shape_in(canvas, low, high, distance)
+        if found is not None:
+            evaluated.append((found[0], found[1], cortex, core))
+    for block, distance, _, _ in evaluated:
+        canvas.paint(T.CORTICAL_BONE, distance < 0, block, keep=keep)
+    for block, distance, cortex, core in evaluated:
+        canvas.paint(core, distance < -cortex, block, keep=keep)
+
+
+def tube_bone(points: Sequence[Sequence[float]], radii: Sequence[float], cortex: float,
+              core: int = T.CANCELLOUS_BONE) -> list[BonePart]:
+    """Bone parts of a bent tube (mandible, rami, vertebral arches)."""
+    return [(low, high, distance, cortex, core) for low, high, distance in tube_segments(points, radii)]

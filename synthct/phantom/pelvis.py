@@ -13,8 +13,18 @@ import numpy as np
 
 from synthct.phantom import tissues as T
 from synthct.phantom.canvas import Canvas
-from synthct.phantom.paint import block_noise, paint_ellipsoid, shape_in
-from synthct.phantom.shapes import Coords, capsule, ellipsoid, polyline, smooth_union, superellipse_prism
+from synthct.phantom.paint import (
+    BonePart,
+    Point,
+    block_noise,
+    box,
+    paint_bone_parts,
+    paint_ellipsoid,
+    paint_tube,
+    shape_in,
+    tube_bone,
+)
+from synthct.phantom.shapes import Coords, ellipsoid, polyline, smooth_union, superellipse_prism
 
 _SOFT = (T.MUSCLE, T.FAT, T.BOWEL, T.SOFT_TISSUE, T.INTERNAL_AIR, T.FAECES)
 _Z_LOW, _Z_HIGH = -260.0, 260.0
@@ -37,7 +47,8 @@ def paint_pelvis(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
     """Paint a random pelvis (see the module docstring) onto ``canvas``."""
     g = rng.uniform
     habitus = g(0.85, 1.2)
-    block = canvas.block((_Z_LOW, -200.0, -260.0), (_Z_HIGH, 200.0, 260.0))
+    block = canvas.block((_Z_LOW, 7.0 - 118.0 * habitus**1.3 - 15.0, -160.0 * habitus - 20.0),
+                         (_Z_HIGH, 7.0 + 100.0 * habitus + 15.0, 160.0 * habitus + 20.0))
     assert block is not None
     u = canvas.coords(block)
 
@@ -90,29 +101,25 @@ def _paint_viscera_background(canvas: Canvas, rng: np.random.Generator, thin: fl
     for side in (-1.0, 1.0):
         points = [(260.0, 40.0, 32.0 * side), (120.0, 38.0, 45.0 * side), (20.0, 25.0, 62.0 * side),
                   (-50.0, -30.0, 78.0 * side)]
-        found = shape_in(canvas, (-80.0, -60.0, -110.0), (_Z_HIGH, 80.0, 110.0),
-                         lambda u, p=points: polyline(u, p, [14.0, 20.0, 22.0, 17.0]))
-        if found is not None:
-            canvas.paint(T.MUSCLE, found[1] < 0, found[0], only=(T.FAT, T.BOWEL, T.INTERNAL_AIR, T.FAECES))
+        paint_tube(canvas, T.MUSCLE, points, [14.0, 20.0, 22.0, 17.0], only=(T.FAT, T.BOWEL, T.INTERNAL_AIR, T.FAECES))
     del thin
 
 
-def _bone_parts(rng: np.random.Generator, thin: float) -> list[tuple[tuple, tuple, object, float, int]]:
-    """Bone parts: (box low, box high, distance function, cortex mm, core label)."""
+def _bone_parts(rng: np.random.Generator, thin: float) -> list[BonePart]:
+    """All bone parts of the pelvis, each with a tight box."""
     g = rng.uniform
     bone = g(0.93, 1.07)
     cortex = 1.5 * thin
-    parts: list[tuple[tuple, tuple, object, float, int]] = []
+    cc = T.CANCELLOUS_BONE
+    parts: list[BonePart] = []
     # Lumbar vertebrae L2-L5: bodies, pedicles/laminae, transverse and spinous processes.
     for zc in (85.0, 122.0, 159.0, 196.0, 233.0):
-        def vertebra(u: Coords, zc: float = zc) -> np.ndarray:
-            body = ellipsoid(u, (zc, 38.0, 0.0), (14.0, 17.0, 23.0 * bone))
-            arch = np.minimum(capsule(u, (zc, 50.0, 15.0), (zc, 70.0, 7.0), 5.0),
-                              capsule(u, (zc, 50.0, -15.0), (zc, 70.0, -7.0), 5.0))
-            processes = np.minimum(capsule(u, (zc, 68.0, 0.0), (zc - 10.0, 98.0, 0.0), 5.5),
-                                   capsule(u, (zc, 55.0, -48.0), (zc, 55.0, 48.0), 4.5))
-            return np.minimum(np.minimum(body, arch), processes)
-        parts.append(((zc - 25.0, 10.0, -60.0), (zc + 25.0, 110.0, 60.0), vertebra, cortex, T.CANCELLOUS_BONE))
+        body_c, body_r = (zc, 38.0, 0.0), (14.0, 17.0, 23.0 * bone)
+        parts.append((*box(body_c, body_r), lambda u, c=body_c, r=body_r: ellipsoid(u, c, r), cortex, cc))
+        for side in (-1.0, 1.0):
+            parts += tube_bone([(zc, 50.0, 15.0 * side), (zc, 70.0, 7.0 * side)], [5.0, 5.0], cortex)
+            parts += tube_bone([(zc, 55.0, 10.0 * side), (zc, 55.0, 48.0 * side)], [4.5, 4.0], cortex)
+        parts += tube_bone([(zc, 68.0, 0.0), (zc - 10.0, 98.0, 0.0)], [5.5, 5.0], cortex)
 
     # Sacrum: a curved wedge, wide at the top (alae), thin at the tip.
     def sacrum(u: Coords) -> np.ndarray:
@@ -121,71 +128,56 @@ def _bone_parts(rng: np.random.Generator, thin: float) -> list[tuple[tuple, tupl
         half_thickness = 8.0 + 14.0 * t
         section = superellipse_prism(u[1] - _sacrum_y(u[0]), u[2], (0.0, 0.0), (half_thickness, half_width), 2.2)
         return _intersect(section, u[0] - 68.0, -62.0 - u[0])
-    parts.append(((-70.0, 20.0, -70.0), (75.0, 115.0, 70.0), sacrum, cortex, T.CANCELLOUS_BONE))
+    parts.append(((-70.0, 20.0, -70.0), (75.0, 115.0, 70.0), sacrum, cortex, cc))
 
     for side in (-1.0, 1.0):
-        def ilium(u: Coords, side: float = side) -> np.ndarray:
+        def wing(u: Coords, side: float = side) -> np.ndarray:
             bowl = ellipsoid(u, (25.0, 0.0, 0.0), (75.0, 72.0, 120.0 * bone))
             crest = 75.0 + 6.0 * np.cos(u[1] / 25.0)
             plate = np.abs(bowl) - (3.0 + 2.5 * np.clip((u[0] - 40.0) / 35.0, 0.0, 1.0)) * thin
-            wing = _intersect(plate, 45.0 - side * u[2], -35.0 - u[0], u[0] - crest, -58.0 - u[1], u[1] - 62.0)
-            body = np.minimum(capsule(u, (30.0, 52.0, 52.0 * side), (-42.0, -5.0, 82.0 * side * bone), 13.0),
-                              capsule(u, (40.0, 56.0, 48.0 * side), (40.0, 50.0, 84.0 * side), 12.0))
-            return np.minimum(wing, body)
-        parts.append(((-60.0, -80.0, 0.0 if side > 0 else -150.0), (95.0, 80.0, 150.0 if side > 0 else 0.0),
-                      ilium, cortex, T.CANCELLOUS_BONE))
+            return _intersect(plate, 45.0 - side * u[2], -35.0 - u[0], u[0] - crest, -58.0 - u[1], u[1] - 62.0)
+        x_low, x_high = (40.0, 135.0 * bone) if side > 0 else (-135.0 * bone, -40.0)
+        parts.append(((-40.0, -62.0, x_low), (85.0, 66.0, x_high), wing, cortex, cc))
+        parts += tube_bone([(30.0, 52.0, 52.0 * side), (-42.0, -5.0, 82.0 * side * bone)], [13.0, 13.0], cortex)
+        parts += tube_bone([(40.0, 56.0, 48.0 * side), (40.0, 50.0, 84.0 * side)], [12.0, 12.0], cortex)
         head_c = (-55.0, -5.0, 88.0 * bone * side)
         head_r = g(22.0, 26.0) * bone
+        cup_r = (head_r + 9.0,) * 3
 
-        def acetabulum_and_rami(u: Coords, side: float = side, head_c: tuple = head_c, head_r: float = head_r
-                                ) -> np.ndarray:
-            cup = _intersect(ellipsoid(u, head_c, (head_r + 9.0,) * 3), side * (u[2] - head_c[2]) - 8.0)
-            sup_ramus = capsule(u, (-50.0, -10.0, 72.0 * side), (-80.0, -58.0, 8.0 * side), 9.0)
-            symphysis = capsule(u, (-78.0, -58.0, 8.0 * side), (-100.0, -52.0, 8.0 * side), 9.5)
-            inf_ramus = capsule(u, (-100.0, -52.0, 8.0 * side), (-122.0, -10.0, 45.0 * side), 7.0)
-            ischium = capsule(u, (-60.0, 5.0, 75.0 * side), (-122.0, 12.0, 53.0 * side), 13.0, 15.0)
-            rami = np.minimum(np.minimum(sup_ramus, symphysis), np.minimum(inf_ramus, ischium))
-            return _intersect(np.minimum(cup, rami), 1.5 * thin - side * u[2])
-        parts.append(((-145.0, -75.0, 0.0 if side > 0 else -125.0), (-20.0, 35.0, 125.0 if side > 0 else 0.0),
-                      acetabulum_and_rami, cortex, T.CANCELLOUS_BONE))
-
-        def femur(u: Coords, side: float = side, head_c: tuple = head_c, head_r: float = head_r) -> np.ndarray:
-            head = ellipsoid(u, head_c, (head_r,) * 3)
-            neck = capsule(u, head_c, (-85.0, 5.0, 120.0 * side * bone), 15.0)
-            trochanter = ellipsoid(u, (-82.0, 10.0, 128.0 * side * bone), (20.0, 18.0, 14.0))
-            lesser = ellipsoid(u, (-112.0, 15.0, 105.0 * side * bone), (8.0, 8.0, 8.0))
-            shaft = capsule(u, (-92.0, 5.0, 118.0 * side * bone), (-300.0, 0.0, 100.0 * side * bone), 14.0)
-            return np.minimum(np.minimum(np.minimum(head, neck), trochanter), np.minimum(lesser, shaft))
-        parts.append(((_Z_LOW, -50.0, 40.0 if side > 0 else -160.0), (-20.0, 45.0, 160.0 if side > 0 else -40.0),
-                      femur, cortex * 1.3, T.CANCELLOUS_BONE))
+        def cup(u: Coords, side: float = side, head_c: Point = head_c, cup_r: tuple = cup_r) -> np.ndarray:
+            return _intersect(ellipsoid(u, head_c, cup_r), side * (u[2] - head_c[2]) - 8.0)
+        parts.append((*box(head_c, cup_r), cup, cortex, cc))
+        # Pubic rami (meeting at the symphysis), ischium and its tuberosity.
+        parts += tube_bone([(-50.0, -10.0, 72.0 * side), (-80.0, -58.0, 6.0 * side), (-100.0, -52.0, 6.0 * side),
+                            (-122.0, -10.0, 45.0 * side)], [9.0, 9.5, 8.0, 7.0], cortex)
+        parts += tube_bone([(-60.0, 5.0, 75.0 * side), (-122.0, 12.0, 53.0 * side)], [13.0, 15.0], cortex)
+        # Femur: head, neck, greater and lesser trochanters, shaft.
+        femur_cortex = cortex * 1.3
+        parts.append((*box(head_c, (head_r,) * 3), lambda u, c=head_c, r=head_r: ellipsoid(u, c, (r, r, r)),
+                      femur_cortex, cc))
+        parts += tube_bone([head_c, (-85.0, 5.0, 120.0 * side * bone)], [15.0, 15.0], femur_cortex)
+        for centre, radii in (((-82.0, 10.0, 128.0 * side * bone), (20.0, 18.0, 14.0)),
+                              ((-112.0, 15.0, 105.0 * side * bone), (8.0, 8.0, 8.0))):
+            parts.append((*box(centre, radii), lambda u, c=centre, r=radii: ellipsoid(u, c, r), femur_cortex, cc))
+        parts += tube_bone([(-92.0, 5.0, 118.0 * side * bone), (-300.0, 0.0, 100.0 * side * bone)], [14.0, 14.0],
+                           femur_cortex)
     return parts
 
 
 def _paint_bones(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
-    parts = _bone_parts(rng, thin)
-    evaluated = []
-    for low, high, distance, cortex, core in parts:
-        found = shape_in(canvas, low, high, distance)  # type: ignore[arg-type]
-        if found is not None:
-            evaluated.append((found[0], found[1], cortex, core))
-    # Two passes give union semantics: cortex of the union of parts around the union of their cores.
-    for block, distance, _, _ in evaluated:
-        canvas.paint(T.CORTICAL_BONE, distance < 0, block)
-    for block, distance, cortex, core in evaluated:
-        canvas.paint(core, distance < -cortex, block)
-    # Femoral shafts: thick cortex around a fatty marrow canal; hip joint spaces; discs; spinal canal.
+    paint_bone_parts(canvas, _bone_parts(rng, thin))
+    # Symphysis (fibrocartilage) at the midline.
+    found = shape_in(canvas, (-110.0, -72.0, -3.0), (-70.0, -40.0, 3.0), lambda u: np.abs(u[2]) - 1.2 * thin)
+    if found is not None:
+        canvas.paint(T.SOFT_TISSUE, found[1] < 0, found[0], only=(T.CORTICAL_BONE, T.CANCELLOUS_BONE))
+    # Femoral shafts: fatty marrow canal; discs; spinal canal.
     for side in (-1.0, 1.0):
-        found = shape_in(canvas, (_Z_LOW, -40.0, -150.0), (-60.0, 40.0, 150.0),
-                         lambda u, s=side: capsule(u, (-115.0, 5.0, 116.0 * s), (-300.0, 0.0, 100.0 * s), 8.0))
-        if found is not None:
-            canvas.paint(T.MARROW, found[1] < 0, found[0], only=(T.CANCELLOUS_BONE, T.CORTICAL_BONE))
+        paint_tube(canvas, T.MARROW, [(-115.0, 5.0, 116.0 * side), (-300.0, 0.0, 100.0 * side)], [8.0, 8.0],
+                   only=(T.CANCELLOUS_BONE, T.CORTICAL_BONE))
     for zc in (103.5, 140.5, 177.5, 214.5):
         paint_ellipsoid(canvas, T.SOFT_TISSUE, (zc, 38.0, 0.0), (5.0, 16.0, 22.0), only=(T.MUSCLE, T.FAT))
     paint_ellipsoid(canvas, T.SOFT_TISSUE, (68.0, 42.0, 0.0), (5.0, 17.0, 24.0), only=(T.MUSCLE, T.FAT))
-    found = shape_in(canvas, (-20.0, 30.0, -20.0), (_Z_HIGH, 100.0, 20.0),
-                     lambda u: capsule(u, (0.0, 62.0, 0.0), (300.0, 58.0, 0.0), 9.0))
-    if found is not None:
-        canvas.paint(T.CSF, found[1] < 0, found[0])
+    paint_tube(canvas, T.CSF, [(0.0, 62.0, 0.0), (300.0, 58.0, 0.0)], [9.0, 9.0])
 
 
 def _paint_organs(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
@@ -197,10 +189,7 @@ def _paint_organs(canvas: Canvas, rng: np.random.Generator, thin: float) -> None
             points = [(230.0, 30.0, (12.0 + offset) * side), (90.0, 25.0, (22.0 + offset) * side),
                       (20.0, 5.0, (45.0 + offset) * side), (-55.0, -45.0, (82.0 + offset) * side),
                       (-300.0, -35.0, (85.0 + offset) * side)]
-            found = shape_in(canvas, (_Z_LOW, -70.0, -130.0), (_Z_HIGH, 50.0, 130.0),
-                             lambda u, p=points, r=radius: polyline(u, p, [r] * len(p)))
-            if found is not None:
-                canvas.paint(T.BLOOD, found[1] < 0, found[0], only=(T.MUSCLE, T.FAT, T.BOWEL))
+            paint_tube(canvas, T.BLOOD, points, [radius] * len(points), only=(T.MUSCLE, T.FAT, T.BOWEL))
     # Prostate (male) or uterus (female).
     if g() < 0.5:
         paint_ellipsoid(canvas, T.SOFT_TISSUE, (-97.0, -28.0, 0.0), (16.0 * g(0.8, 1.3), 14.0, 19.0 * g(0.8, 1.3)),

@@ -1,0 +1,140 @@
+"""Read a training checkpoint and rebuild its generator, with the settings the model package must carry.
+
+The checkpoint is read with ``torch.load(weights_only=True)`` (:func:`train.checkpoint.load_checkpoint`): loading
+never executes code from the file. Only the config keys the package needs are checked here (region, model, patch
+size, MR normalisation, overlap/blend), each with a message naming the checkpoint and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from export.errors import ExportError
+from synthct.model_package import REGIONS, sha256_of
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What the export takes from a checkpoint. ``patch_size`` is (z, y, x) in voxels."""
+
+    path: Path
+    sha256: str
+    config: dict[str, Any]
+    region: str
+    model_config: dict[str, Any]
+    patch_size: tuple[int, int, int]
+    mr_rule: str
+    mr_percentile: float
+    overlap: float
+    blend: str
+    sigma_scale: float
+    epoch: int
+    step: int
+    metrics: dict[str, Any]
+    versions: dict[str, Any]
+    generator_state: dict[str, torch.Tensor] = field(repr=False)
+
+
+def _section(config: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+    value = config.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ExportError(f"{where}: config[{name!r}] must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+        raise ExportError(f"{where}: config {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def settings_from_config(config: Any, where: str) -> dict[str, Any]:
+    """The package settings from a training config: region, model, patch (z, y, x), MR rule, overlap, blend."""
+    if not isinstance(config, Mapping):
+        raise ExportError(f"{where}: checkpoint 'config' must be a mapping, got {type(config).__name__}")
+    region = config.get("region")
+    if region not in REGIONS:
+        raise ExportError(f"{where}: config region {region!r} is not one of {REGIONS}")
+    model = _section(config, "model", where)
+    data = _section(config, "data", where)
+    validation = _section(config, "validation", where)
+    patch = data.get("patch_size", [64, 64, 64])
+    if not (isinstance(patch, list | tuple) and len(patch) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0 for v in patch)):
+        raise ExportError(f"{where}: config data.patch_size must be 3 positive multiples of 32, got {patch!r}")
+    mr = data.get("mr_normalisation", {})
+    if not isinstance(mr, Mapping) or mr.get("rule", "max") not in ("max", "percentile"):
+        raise ExportError(f"{where}: config data.mr_normalisation.rule must be 'max' or 'percentile', got {mr!r}")
+    percentile = _number(mr.get("percentile", 99.5), "data.mr_normalisation.percentile", where)
+    if not 0.0 < percentile <= 100.0:
+        raise ExportError(f"{where}: config data.mr_normalisation.percentile must be in (0, 100], got {percentile}")
+    overlap = _number(validation.get("overlap", 0.5), "validation.overlap", where)
+    if not 0.0 <= overlap < 1.0:
+        raise ExportError(f"{where}: config validation.overlap must be in [0, 1), got {overlap}")
+    blend = validation.get("blend", "gaussian")
+    if blend not in ("gaussian", "constant"):
+        raise ExportError(f"{where}: config validation.blend must be 'gaussian' or 'constant', got {blend!r}")
+    sigma_scale = _number(validation.get("sigma_scale", 0.125), "validation.sigma_scale", where)
+    if sigma_scale <= 0:
+        raise ExportError(f"{where}: config validation.sigma_scale must be > 0, got {sigma_scale}")
+    return {
+        "region": str(region), "model_config": dict(model), "patch_size": tuple(int(v) for v in patch),
+        "mr_rule": str(mr.get("rule", "max")), "mr_percentile": percentile, "overlap": overlap,
+        "blend": str(blend), "sigma_scale": sigma_scale,
+    }
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> ExportSource:
+    """Read and check a checkpoint (BRIEF format). Raises :class:`ExportError` naming the file and problem."""
+    from train.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(path)
+    try:
+        checkpoint = load_checkpoint(path, map_location="cpu")
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
+    where = str(path)
+    state = checkpoint.get("generator")
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ExportError(f"{where}: checkpoint 'generator' must be a non-empty state dict of tensors")
+    bad = [name for name, tensor in state.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ExportError(f"{where}: generator weights hold NaN/inf values ({', '.join(bad[:5])}"
+                          f"{' …' if len(bad) > 5 else ''}): the run diverged")
+    settings = settings_from_config(checkpoint["config"], where)
+    metrics = checkpoint.get("metrics") or {}
+    versions = checkpoint.get("versions") or {}
+    return ExportSource(
+        path=path.resolve(), sha256=sha256_of(path), config=dict(checkpoint["config"]),
+        epoch=int(checkpoint.get("epoch", 0)), step=int(checkpoint.get("step", 0)),
+        metrics=dict(metrics) if isinstance(metrics, Mapping) else {},
+        versions=dict(versions) if isinstance(versions, Mapping) else {},
+        generator_state=dict(state), **settings,
+    )
+
+
+def build_generator_for_export(source: ExportSource) -> torch.nn.Module:
+    """The checkpoint's generator in eval mode on the CPU, gradient checkpointing off (same weights)."""
+    from train.models import build_generator
+
+    model_config = dict(source.model_config)
+    model_config["use_checkpoint"] = False  # a training-time memory trick; it changes no weight
+    try:
+        generator = build_generator(model_config)
+    except Exception as exc:  # MONAI raises ValueError/TypeError/AssertionError for bad shapes
+        raise ExportError(f"{source.path}: cannot build the generator from config.model {model_config} "
+                          f"({type(exc).__name__}: {exc})") from exc
+    try:
+        generator.load_state_dict(source.generator_state, strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"{source.path}: generator weights do not fit config.model {model_config} "
+                          f"(was the checkpoint written with another MONAI version?): {exc}") from exc
+    return generator.eval()

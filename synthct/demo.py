@@ -1,0 +1,115 @@
+"""``make demo``: the whole pipeline on a fresh machine, each stage run as its own process, as a user would.
+
+1. phantom brain cases (SynthRAD 2023 layout) and their seeded 80/20 split;
+2. the intensity-only baseline on that split (the floor a model must beat);
+3. ``synthct train`` with the CPU smoke config (time-boxed);
+4. ``synthct export`` → ONNX model package (parity-checked);
+5. the algorithm container's entry point (``python -m algorithm``) on a grand-challenge ``/input`` tree made from
+   the validation cases, with the ``SYNTHCT_*`` path overrides;
+6. ``synthct evaluate`` on its output, with pictures and a report.
+
+Everything lands under ``--out`` (default ``demo/``); the closing table compares the model with the baseline.
+This module only orchestrates subprocesses: it imports neither torch nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(title: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    print(f"\n=== {title}\n$ {' '.join(command)}", flush=True)
+    started = time.monotonic()
+    completed = subprocess.run(command, env={**os.environ, **(env or {})}, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"demo: step '{title}' failed with exit status {completed.returncode}")
+    print(f"--- {title}: {time.monotonic() - started:.0f} s", flush=True)
+
+
+def _synthct(*args: str) -> list[str]:
+    return [sys.executable, "-m", "synthct", *args]
+
+
+def _grand_challenge_input(data: Path, case_ids: list[str], region: str, target: Path) -> None:
+    """A grand-challenge ``/input`` tree: images/mri/<ID>.mha, images/body/<ID>.mha, region.json."""
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "images" / "mri").mkdir(parents=True)
+    (target / "images" / "body").mkdir(parents=True)
+    for case_id in case_ids:
+        case_dir = data / "Task1" / region / case_id
+        shutil.copyfile(case_dir / "mr.mha", target / "images" / "mri" / f"{case_id}.mha")
+        shutil.copyfile(case_dir / "mask.mha", target / "images" / "body" / f"{case_id}.mha")
+    (target / "region.json").write_text(json.dumps(region.capitalize()) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("demo"), help="demo folder (default demo/)")
+    parser.add_argument("--cases", type=int, default=10, help="phantom cases (default 10: 8 train, 2 validation)")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time budget in minutes (default 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "cpu_smoke.yaml")
+    args = parser.parse_args(argv)
+
+    out: Path = args.out.resolve()
+    region = "brain"
+    data, run_dir, models = out / "data", out / "runs" / "brain", out / "models"
+    split = out / "split.json"
+    out.mkdir(parents=True, exist_ok=True)
+
+    _run("1. phantom data", _synthct("phantom", "--out", str(data), "--region", region, "--cases", str(args.cases),
+                                     "--seed", str(args.seed), "--size", "small"))
+    _run("1b. split", _synthct("data", "split", str(data), "--region", region, "--out", str(split),
+                               "--seed", str(args.seed)))
+    _run("2. intensity-only baseline", _synthct("baseline", "--data", str(data), "--region", region,
+                                                "--split", str(split), "--out", str(out / "baseline")))
+    _run("3. train", _synthct("train", "--config", str(args.config), "--data", str(data), "--region", region,
+                              "--split", str(split), "--out", str(run_dir),
+                              "--set", f"train.max_minutes={args.minutes}"))
+    _run("4. export", _synthct("export", "--checkpoint", str(run_dir / "best.pt"), "--out", str(models / region)))
+
+    val_ids = json.loads(split.read_text(encoding="utf-8"))["val"]
+    container_input, container_output = out / "container" / "input", out / "container" / "output"
+    _grand_challenge_input(data, val_ids, region, container_input)
+    _run("5. algorithm container (python -m algorithm)", [sys.executable, "-m", "algorithm"],
+         env={"SYNTHCT_INPUT": str(container_input), "SYNTHCT_OUTPUT": str(container_output),
+              "SYNTHCT_MODELS": str(models)})
+
+    ground_truth = data / "Task1" / region
+    _run("6. evaluation", _synthct("evaluate", "--pred", str(container_output / "images" / "synthetic-ct"),
+                                   "--gt", str(ground_truth), "--mr", str(ground_truth), "--only-predicted",
+                                   "--pictures", str(out / "evaluation"), "--out", str(out / "metrics.json")))
+    _summary(out)
+    return 0
+
+
+def _summary(out: Path) -> None:
+    model = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["aggregates"]
+    baseline_file = out / "baseline" / "baseline.json"
+    baseline = json.loads(baseline_file.read_text(encoding="utf-8")) if baseline_file.exists() else {}
+    baseline_agg = baseline.get("aggregates", {})
+    print("\n=== result on the validation cases (mean)")
+    print(f"{'metric':<8}{'baseline':>12}{'synthct':>12}")
+    for metric in ("mae", "psnr", "ssim"):
+        base = baseline_agg.get(metric, {}).get("mean")
+        ours = model.get(metric, {}).get("mean")
+        print(f"{metric:<8}{_fmt(base):>12}{_fmt(ours):>12}")
+    print(f"\npictures and report: {out / 'evaluation'}")
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

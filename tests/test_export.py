@@ -1,0 +1,563 @@
+"""Export: checkpoint → ONNX model package, parity in HU, tamper refusal, round trip through the window engine,
+TensorRT guard and build logic (TensorRT itself cannot be installed here: a recording stand-in checks the calls).
+
+CI-size networks: SwinUNETR feature_size 12, depths (1, 1, 1, 1), except one test with the default depths.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("monai")
+
+from export.errors import ExportError  # noqa: E402
+from export.onnx_export import check_graph, read_metadata  # noqa: E402
+from export.package import ExportOptions, export_package  # noqa: E402
+from export.parity import HU_PER_UNIT, compare, difference_hu, make_inputs, ort_predictor, ort_session  # noqa: E402
+from export.source import build_generator_for_export, read_checkpoint, settings_from_config  # noqa: E402
+from synthct.intensity import denormalise_ct, normalise_mr  # noqa: E402
+from synthct.model_package import ModelPackageError, load_model_package, sha256_of  # noqa: E402
+from synthct.sliding_window import sliding_window_predict  # noqa: E402
+
+TINY_MODEL = {"feature_size": 12, "depths": [1, 1, 1, 1]}
+FAST = {"progress": False, "measure_repeats": 1, "parity_random": 1, "parity_data": 1}
+
+
+def make_checkpoint(path: Path, model: dict[str, Any] | None = None, region: str = "brain", seed: int = 0,
+                    **data: Any) -> Path:
+    """A BRIEF-format checkpoint of a randomly initialised generator (validated training config)."""
+    from train.checkpoint import save_checkpoint, versions
+    from train.config import config_from_dict
+    from train.models import build_generator
+
+    config = config_from_dict({"region": region, "model": model or TINY_MODEL, "data": data}).to_dict()
+    torch.manual_seed(seed)
+    generator = build_generator(config["model"])
+    save_checkpoint(path, {
+        "format": "synthct-checkpoint", "format_version": 1, "config": config, "generator": generator.state_dict(),
+        "discriminator": {}, "optimizer_g": {}, "optimizer_d": {}, "scaler": {}, "epoch": 3, "step": 42, "rng": {},
+        "metrics": {"mae": 151.5, "psnr": 21.0, "ssim": float("nan")}, "versions": versions(),
+    })
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    """(checkpoint, package folder, manifest) of the default export (dynamo, optimisation candidates measured)."""
+    root = tmp_path_factory.mktemp("export")
+    checkpoint = make_checkpoint(root / "best.pt", mr_normalisation={"rule": "percentile", "percentile": 99.0})
+    out = root / "models" / "brain"
+    manifest = export_package(checkpoint, out, ExportOptions(**FAST))
+    return checkpoint, out, manifest
+
+
+def _copy_package(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def _rewrite_manifest(folder: Path, change: Any) -> None:
+    manifest = json.loads((folder / "model.json").read_text())
+    change(manifest)
+    (folder / "model.json").write_text(json.dumps(manifest))
+
+
+# --------------------------------------------------------------------------------------------------- the package
+
+
+def test_package_is_self_describing_and_verified(exported: tuple[Path, Path, dict[str, Any]]) -> None:
+    checkpoint, out, manifest = exported
+    package = load_model_package(out, expected_region="brain")
+    on_disk = json.loads((out / "model.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    assert on_disk == manifest
+    assert package.patch_size == (64, 64, 64) and package.overlap == 0.5
+    assert manifest["blend"] == "gaussian" and manifest["sigma_scale"] == 0.125
+    assert manifest["mr_normalisation"] == {"rule": "percentile", "percentile": 99.0}
+    assert manifest["ct_normalisation"] == {"hu_min": -1024.0, "hu_max": 3000.0}
+    assert manifest["background_hu"] == -1000
+    assert (manifest["input_name"], manifest["output_name"]) == ("mr", "sct")
+    assert manifest["onnx"]["sha256"] == sha256_of(package.onnx_path) and manifest["onnx"]["opset"] >= 17
+    assert manifest["onnx"]["external_data"] is None and manifest["tensorrt"] is None
+    for name in ("synthct", "torch", "monai", "onnx", "onnxruntime"):
+        assert manifest["versions"][name], name
+    training = manifest["training"]
+    assert training["epoch"] == 3 and training["step"] == 42
+    assert training["metrics"] == {"mae": 151.5, "psnr": 21.0, "ssim": None}  # NaN → null (strict JSON)
+    assert training["config"]["model"]["feature_size"] == 12
+    assert training["checkpoint"]["sha256"] == sha256_of(checkpoint)
+    parity = manifest["parity"]["onnxruntime"]
+    assert parity["passed"] and parity["finite"] and 0.0 <= parity["max_abs_hu"] <= 0.5
+    assert parity["data"]["patches"] == 1 and "mean_abs_hu_in_mask" in parity["data"]
+    optimisation = manifest["optimisation"]
+    assert optimisation["chosen"] in ("none", "ort-basic", "onnxslim")
+    assert {c["file"] for c in optimisation["candidates"]} <= {"model.ort-basic.onnx", "model.onnxslim.onnx"}
+    assert all(c["reason"] for c in optimisation["candidates"])
+    # only the files the manifest names are left: no discarded candidates, no staging folders
+    expected = {"model.json", "model.onnx", manifest["onnx"]["file"]}
+    assert {p.name for p in out.iterdir()} == expected
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    for path in out.iterdir():
+        assert path.stat().st_mode & stat.S_IROTH, f"{path.name} is not world-readable"
+    # the ONNX file alone says how to use it
+    metadata = read_metadata(package.onnx_path)
+    assert metadata["region"] == "brain" and metadata["patch_size"] == [64, 64, 64]
+    assert metadata["mr_normalisation"]["rule"] == "percentile"
+    assert check_graph(package.onnx_path, (64, 64, 64))["inputs"]["mr"][1:] == [1, 64, 64, 64]
+
+
+def test_onnx_matches_pytorch_at_other_batch_sizes(exported: tuple[Path, Path, dict[str, Any]]) -> None:
+    checkpoint, out, _ = exported
+    generator = build_generator_for_export(read_checkpoint(checkpoint))
+    session = ort_session(load_model_package(out).onnx_path)
+    batch = np.random.default_rng(5).uniform(-1, 1, (3, 1, 64, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        reference = generator(torch.from_numpy(batch)).numpy()
+    for size in (1, 3):
+        output = session.run(["sct"], {"mr": batch[:size]})[0]
+        assert output.shape == (size, 1, 64, 64, 64)
+        assert np.abs(output - reference[:size]).max() * HU_PER_UNIT <= 0.5
+
+
+def test_tampered_package_is_refused(exported: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    _, out, manifest = exported
+    onnx_name = manifest["onnx"]["file"]
+
+    wrong_region = _copy_package(out, tmp_path / "region")
+    _rewrite_manifest(wrong_region, lambda m: m.update(region="pelvis"))
+    with pytest.raises(ModelPackageError, match="region"):
+        load_model_package(wrong_region, expected_region="brain")
+
+    wrong_hu = _copy_package(out, tmp_path / "hu")
+    _rewrite_manifest(wrong_hu, lambda m: m["ct_normalisation"].update(hu_max=3071.0))
+    with pytest.raises(ModelPackageError, match="ct_normalisation"):
+        load_model_package(wrong_hu)
+
+    wrong_hash = _copy_package(out, tmp_path / "hash")
+    _rewrite_manifest(wrong_hash, lambda m: m["onnx"].update(sha256="0" * 64))
+    with pytest.raises(ModelPackageError, match="sha256"):
+        load_model_package(wrong_hash)
+
+    swapped = _copy_package(out, tmp_path / "swapped")
+    with open(swapped / onnx_name, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelPackageError, match="sha256"):
+        load_model_package(swapped)
+
+
+def test_algorithm_predictor_refuses_a_file_changed_after_loading(exported: tuple[Path, Path, dict[str, Any]],
+                                                                    tmp_path: Path) -> None:
+    backends = pytest.importorskip("algorithm.backends")
+    _, out, manifest = exported
+    folder = _copy_package(out, tmp_path / "pkg")
+    package = load_model_package(folder, expected_region="brain")
+    backends.OnnxRuntimePredictor(package, device="cpu")  # the untouched package loads
+    data = bytearray((folder / manifest["onnx"]["file"]).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / manifest["onnx"]["file"]).write_bytes(bytes(data))
+    with pytest.raises(ModelPackageError, match="sha256"):
+        backends.OnnxRuntimePredictor(package, device="cpu")
+
+
+def _body_volume(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured MR-like volume (z, y, x) in an ellipsoid body mask, 0 outside."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float32)
+    radius = sum(((g - (n - 1) / 2) / (0.45 * n)) ** 2 for g, n in zip(grid, shape, strict=True))
+    mask = (radius < 1.0).astype(np.uint8)
+    texture = gaussian_filter(rng.standard_normal(shape).astype(np.float32), 3.0)
+    mr = np.where(mask > 0, 600.0 + 3000.0 * texture + 300.0 * (radius < 0.3), 0.0)
+    return np.clip(mr, 0.0, None).astype(np.float32), mask
+
+
+def test_round_trip_through_the_window_engine(exported: tuple[Path, Path, dict[str, Any]]) -> None:
+    """checkpoint → ONNX → sliding window gives the PyTorch model's sCT through the same engine (≤ 1 HU mean)."""
+    checkpoint, out, _ = exported
+    package = load_model_package(out, expected_region="brain")
+    generator = build_generator_for_export(read_checkpoint(checkpoint))
+    mr, mask = _body_volume((70, 80, 66), seed=1)
+    normalised = normalise_mr(mr, mask, package.mr_rule, package.mr_percentile)  # type: ignore[arg-type]
+    try:
+        from algorithm.backends import make_predictor
+
+        onnx_predictor = make_predictor(package, backend="onnxruntime", device="cpu")
+    except ImportError:
+        onnx_predictor = ort_predictor(ort_session(package.onnx_path))
+
+    def torch_predictor(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return generator(torch.from_numpy(batch)).numpy()
+
+    settings = {"patch_size": package.patch_size, "overlap": package.overlap, "mask": mask, "batch_size": 2,
+                "mode": package.manifest["blend"], "sigma_scale": package.manifest["sigma_scale"]}
+    hu_onnx = denormalise_ct(sliding_window_predict(normalised, onnx_predictor, **settings))
+    hu_torch = denormalise_ct(sliding_window_predict(normalised, torch_predictor, **settings))
+    inside = mask > 0
+    difference = np.abs(hu_onnx - hu_torch)[inside]
+    assert np.isfinite(hu_onnx).all()
+    assert difference.mean() <= 1.0 and difference.max() <= 0.5
+    assert np.ptp(hu_torch[inside]) > 1.0  # the network's output is not a constant: the comparison means something
+
+
+# ------------------------------------------------------------------------------------- failures write nothing
+
+
+def test_failed_parity_leaves_the_existing_package_untouched(exported: tuple[Path, Path, dict[str, Any]],
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint, out, _ = exported
+    target = _copy_package(out, tmp_path / "models" / "brain")
+    before = {p.name: sha256_of(p) for p in target.iterdir()}
+    import export.package
+
+    real = export.package.ort_predictor
+
+    def drifting(session: Any, *args: Any, **kwargs: Any) -> Any:
+        predict = real(session, *args, **kwargs)
+        return lambda batch: predict(batch) + np.float32(1.0 / HU_PER_UNIT)  # 1 HU off everywhere
+
+    monkeypatch.setattr(export.package, "ort_predictor", drifting)
+    options = ExportOptions(exporter="legacy", opset=17, optimise=False, force=True, **FAST)
+    with pytest.raises(ExportError, match=r"parity failed: max \|difference\| 1\.0\d* HU > tolerance 0\.5"):
+        export_package(checkpoint, target, options)
+    assert {p.name: sha256_of(p) for p in target.iterdir()} == before
+    assert [p.name for p in target.parent.iterdir()] == ["brain"]  # no staging folder left behind
+    fresh = tmp_path / "fresh" / "brain"
+    with pytest.raises(ExportError, match="parity failed"):
+        export_package(checkpoint, fresh, options)
+    assert not fresh.exists() and not list(fresh.parent.iterdir())
+
+
+def test_destination_checks(exported: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    checkpoint, out, _ = exported
+    with pytest.raises(ExportError, match="not empty"):
+        export_package(checkpoint, out, ExportOptions(**FAST))
+    with pytest.raises(ExportError, match="region 'pelvis'"):
+        export_package(checkpoint, tmp_path / "pelvis", ExportOptions(**FAST))
+    assert not (tmp_path / "pelvis").exists()
+
+
+def test_cli_reports_bad_checkpoints(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from synthct.cli import main
+
+    missing = tmp_path / "missing.pt"
+    assert main(["export", "--checkpoint", str(missing), "--out", str(tmp_path / "a")]) == 1
+    assert "missing.pt" in caplog.text and "not found" in caplog.text
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert main(["export", "--checkpoint", str(corrupt), "--out", str(tmp_path / "b")]) == 1
+    assert "corrupt.pt" in caplog.text
+    assert main(["export", "--checkpoint", str(corrupt), "--out", str(tmp_path / "c"), "--max-batch", "0"]) == 2
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "c"))
+
+
+def test_diverged_or_mismatched_checkpoints_are_refused(tmp_path: Path) -> None:
+    from train.checkpoint import load_checkpoint, save_checkpoint
+
+    path = make_checkpoint(tmp_path / "ok.pt")
+    checkpoint = load_checkpoint(path)
+    name = next(iter(checkpoint["generator"]))
+    checkpoint["generator"][name] = torch.full_like(checkpoint["generator"][name], float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", checkpoint)
+    with pytest.raises(ExportError, match="NaN"):
+        read_checkpoint(tmp_path / "nan.pt")
+    checkpoint = load_checkpoint(path)
+    checkpoint["config"]["model"]["feature_size"] = 24  # weights are feature_size 12
+    save_checkpoint(tmp_path / "mismatch.pt", checkpoint)
+    with pytest.raises(ExportError, match=r"do not fit config\.model"):
+        build_generator_for_export(read_checkpoint(tmp_path / "mismatch.pt"))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"region": "knee"}, "region"),
+    ({"data": {"patch_size": [64, 48, 64]}}, "patch_size"),
+    ({"data": {"mr_normalisation": {"rule": "mean"}}}, "mr_normalisation"),
+    ({"validation": {"overlap": 1.0}}, "overlap"),
+    ({"validation": {"blend": "median"}}, "blend"),
+])
+def test_config_settings_are_checked(change: dict[str, Any], message: str) -> None:
+    config = {"region": "brain", "model": {}, "data": {}, "validation": {}, **change}
+    with pytest.raises(ExportError, match=message):
+        settings_from_config(config, "ckpt.pt")
+    defaults = settings_from_config({"region": "pelvis"}, "ckpt.pt")
+    assert defaults["patch_size"] == (64, 64, 64) and defaults["mr_rule"] == "max" and defaults["overlap"] == 0.5
+
+
+# ----------------------------------------------------------------------------------------- other export paths
+
+
+@pytest.mark.slow
+def test_default_depths_export_with_parity(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path / "best.pt", {"feature_size": 12}, region="pelvis", seed=3)
+    manifest = export_package(checkpoint, tmp_path / "pelvis", ExportOptions(optimise=False, **FAST))
+    assert manifest["training"]["config"]["model"]["depths"] == [2, 2, 2, 2]
+    assert manifest["region"] == "pelvis" and manifest["parity"]["onnxruntime"]["passed"]
+    assert manifest["parity"]["onnxruntime"]["max_abs_hu"] <= 0.5
+    load_model_package(tmp_path / "pelvis", expected_region="pelvis")
+
+
+def test_external_data_is_hashed_and_checked(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path / "best.pt")
+    out = tmp_path / "brain"
+    options = ExportOptions(exporter="legacy", opset=17, external_data=True, optimise=False, **FAST)
+    manifest = export_package(checkpoint, out, options)
+    entry = manifest["onnx"]
+    assert entry["opset"] == 17 and entry["external_data"]["file"] == "model.onnx.data"
+    assert entry["external_data"]["sha256"] == sha256_of(out / "model.onnx.data")
+    assert (out / "model.onnx").stat().st_size < (out / "model.onnx.data").stat().st_size
+    assert manifest["parity"]["onnxruntime"]["passed"]
+    package = load_model_package(out, expected_region="brain")
+    assert ort_session(package.onnx_path).get_inputs()[0].name == "mr"
+    with open(out / "model.onnx.data", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(ModelPackageError, match="sha256"):
+        load_model_package(out)
+
+
+# ---------------------------------------------------------------------------------------------- parity maths
+
+
+def test_parity_figures_are_in_hu() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(-1, 1, (2, 1, 4, 4, 4)).astype(np.float32)
+    shifted = reference + np.float32(1e-4)
+    report = difference_hu(reference, shifted)
+    assert report["max_abs_hu"] == pytest.approx(0.2012, rel=1e-2) and report["finite"]
+    mask = np.zeros(reference.shape, bool)
+    mask[:, :, 1:3] = True
+    with_mask = difference_hu(reference, np.where(mask, shifted, reference), mask)
+    assert with_mask["mean_abs_hu_in_mask"] == pytest.approx(0.2012, rel=1e-2)
+    assert with_mask["mean_abs_hu"] == pytest.approx(0.1006, rel=1e-2)
+    broken = reference.copy()
+    broken[0, 0, 0, 0, 0] = np.nan
+    assert difference_hu(reference, broken)["finite"] is False
+
+
+def test_parity_inputs_cover_random_and_body_patches() -> None:
+    inputs = make_inputs((64, 64, 64), "brain", "max", 99.5, n_random=2, n_data=2, seed=4)
+    assert inputs.random.shape == (2, 1, 64, 64, 64) and inputs.data.shape == (2, 1, 64, 64, 64)
+    assert inputs.data_masks.dtype == bool and inputs.data_masks.any(axis=(1, 2, 3, 4)).all()
+    assert inputs.all().min() >= -1.0 and inputs.all().max() <= 1.0
+    assert inputs.data_source  # phantom, or the smooth random body where the phantom generator is missing
+    report = compare(inputs, inputs.all(), inputs.all())
+    assert report["passed"] and report["max_abs_hu"] == 0.0
+    again = make_inputs((64, 64, 64), "brain", "max", 99.5, n_random=2, n_data=2, seed=4)
+    assert np.array_equal(again.all(), inputs.all())
+
+
+def test_check_graph_rejects_wrong_interfaces(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    def identity_model(name: str, dims: list[Any]) -> Path:
+        graph = helper.make_graph([helper.make_node("Identity", [name], ["sct"])], "g",
+                                  [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)],
+                                  [helper.make_tensor_value_info("sct", TensorProto.FLOAT, dims)])
+        path = tmp_path / f"{name}_{len(dims)}_{dims[0]}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        return path
+
+    assert check_graph(identity_model("mr", ["N", 1, 64, 64, 64]), (64, 64, 64))["opset"] == 18
+    with pytest.raises(ExportError, match="expected exactly"):
+        check_graph(identity_model("x", ["N", 1, 64, 64, 64]), (64, 64, 64))
+    with pytest.raises(ExportError, match="symbolic"):
+        check_graph(identity_model("mr", [2, 1, 64, 64, 64]), (64, 64, 64))
+    with pytest.raises(ExportError, match="symbolic"):
+        check_graph(identity_model("mr", ["N", 1, 64, 64, 64]), (96, 64, 64))
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ExportError, match="not a valid ONNX model"):
+        check_graph(tmp_path / "junk.onnx", (64, 64, 64))
+
+
+def test_opset_rules() -> None:
+    from export.onnx_export import check_opset
+
+    check_opset(18, "dynamo")
+    check_opset(17, "legacy")
+    with pytest.raises(ExportError, match="legacy"):
+        check_opset(17, "dynamo")
+    with pytest.raises(ExportError, match="too old"):
+        check_opset(16, "legacy")
+
+
+def test_optimised_graph_kept_only_when_it_measures_better(tmp_path: Path) -> None:
+    from export.optimise import Candidate, Measurement, choose
+
+    plain = Measurement(size_bytes=100, session_s=1.0, patch_s=1.0)
+    passed = {"passed": True, "max_abs_hu": 0.01}
+    bigger_same_speed = Candidate("ort-basic", tmp_path / "a.onnx", None, passed, Measurement(130, 0.2, 0.98))
+    faster = Candidate("onnxslim", tmp_path / "b.onnx", None, passed, Measurement(150, 0.2, 0.90))
+    assert choose(plain, [bigger_same_speed, faster]) is faster
+    assert not bigger_same_speed.kept and "neither smaller" in bigger_same_speed.reason
+    smaller_but_wrong = Candidate("ort-basic", tmp_path / "c.onnx", None, {"passed": False, "max_abs_hu": 3.0},
+                                  Measurement(50, 0.1, 0.5))
+    assert choose(plain, [smaller_but_wrong]) is None and smaller_but_wrong.reason == "parity failed"
+    smaller = Candidate("ort-basic", tmp_path / "d.onnx", None, passed, Measurement(90, 0.3, 1.01))
+    assert choose(plain, [smaller]) is smaller and smaller.kept
+
+
+def test_json_safe_manifest_values() -> None:
+    from export.manifest import json_safe
+
+    value = {"a": (1, 2.5), "b": float("inf"), "c": np.float32(0.5), "d": torch.tensor(3), "e": Path("x/y"),
+             "f": [np.int64(7), None, True]}
+    assert json_safe(value) == {"a": [1, 2.5], "b": None, "c": 0.5, "d": 3, "e": "x/y", "f": [7, None, True]}
+    json.dumps(json_safe(value), allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------- TensorRT
+
+
+def test_tensorrt_missing_gives_a_clear_error_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from export.tensorrt_build import TensorRTUnavailable, import_tensorrt
+    from synthct.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt → ImportError, as on this machine
+    with pytest.raises(TensorRTUnavailable, match="pip install tensorrt-cu12"):
+        import_tensorrt()
+    checkpoint = make_checkpoint(tmp_path / "best.pt")
+    with pytest.raises(TensorRTUnavailable, match="NVIDIA GPU"):
+        export_package(checkpoint, tmp_path / "out", ExportOptions(tensorrt=True, **FAST))
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "cli"), "--trt"]) == 1
+    assert "TensorRT is not installed" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_tensorrt_version_and_profile_rules() -> None:
+    from export.tensorrt_build import TensorRTUnavailable, check_version, profile_shapes
+
+    check_version("10.9.0.34")
+    with pytest.raises(TensorRTUnavailable, match="FP16"):
+        check_version("11.0.0")
+    with pytest.raises(TensorRTUnavailable, match=r"10\.x"):
+        check_version("8.6.1")
+    assert profile_shapes((64, 64, 64), 4) == ((1, 1, 64, 64, 64), (4, 1, 64, 64, 64), (4, 1, 64, 64, 64))
+    assert profile_shapes([32, 64, 96], 1)[0] == (1, 1, 32, 64, 96)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ExportError, match="max batch"):
+            profile_shapes((64, 64, 64), bad)  # type: ignore[arg-type]
+
+
+class _Recorder:
+    """Stand-in objects of the TensorRT 10 Python API that record what the builder code asks for."""
+
+    def __init__(self, **attributes: Any) -> None:
+        self.__dict__.update(attributes)
+
+
+def _fake_tensorrt(parse_ok: bool = True) -> tuple[types.ModuleType, dict[str, Any]]:
+    calls: dict[str, Any] = {"flags": [], "cleared": [], "shapes": None, "pool": None, "pinned": []}
+    module = types.ModuleType("tensorrt")
+    module.__version__ = "10.9.0"  # type: ignore[attr-defined]
+    module.float32 = "float32"  # type: ignore[attr-defined]
+    module.BuilderFlag = _Recorder(FP16="FP16", TF32="TF32", PREFER_PRECISION_CONSTRAINTS="PREFER")  # type: ignore[attr-defined]
+    module.MemoryPoolType = _Recorder(WORKSPACE="WORKSPACE")  # type: ignore[attr-defined]
+    module.LayerType = _Recorder(NORMALIZATION="NORMALIZATION", CONVOLUTION="CONVOLUTION")  # type: ignore[attr-defined]
+
+    class Layer:
+        def __init__(self, kind: str) -> None:
+            self.type, self.num_outputs, self.precision = kind, 1, None
+
+        def set_output_type(self, index: int, dtype: str) -> None:
+            calls["pinned"].append((self.type, index, dtype))
+
+    layers = [Layer("CONVOLUTION"), Layer("NORMALIZATION"), Layer("NORMALIZATION")]
+    network = _Recorder(num_layers=len(layers), get_layer=lambda i: layers[i])
+    config = _Recorder(set_flag=calls["flags"].append, clear_flag=calls["cleared"].append,
+                       set_memory_pool_limit=lambda pool, size: calls.update(pool=(pool, size)),
+                       add_optimization_profile=lambda profile: calls.update(profile_added=True))
+    profile = _Recorder(set_shape=lambda name, *shapes: calls.update(shapes=(name, shapes)))
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            self.level = level
+
+    class Builder:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Any:
+            calls["network_flags"] = flags
+            return network
+
+        def create_builder_config(self) -> Any:
+            return config
+
+        def create_optimization_profile(self) -> Any:
+            return profile
+
+        def build_serialized_network(self, net: Any, cfg: Any) -> bytes:
+            assert net is network and cfg is config
+            return b"serialised engine"
+
+    class OnnxParser:
+        def __init__(self, net: Any, logger: Logger) -> None:
+            self.num_errors = 0 if parse_ok else 1
+
+        def parse_from_file(self, path: str) -> bool:
+            calls["parsed"] = path
+            return parse_ok
+
+        def get_error(self, index: int) -> str:
+            return "node 7 (ScatterND): unsupported"
+
+    module.Logger, module.Builder, module.OnnxParser = Logger, Builder, OnnxParser  # type: ignore[attr-defined]
+    return module, calls
+
+
+def test_tensorrt_build_logic_with_a_stand_in(tmp_path: Path) -> None:
+    from export.tensorrt_build import build_engine
+
+    trt, calls = _fake_tensorrt()
+    plan = tmp_path / "model.plan"
+    facts = build_engine(trt, tmp_path / "model.onnx", plan, (64, 64, 64), max_batch=3, workspace_gib=2.0)
+    assert plan.read_bytes() == b"serialised engine"
+    assert calls["parsed"] == str(tmp_path / "model.onnx") and calls["network_flags"] == 0
+    assert calls["shapes"] == ("mr", ((1, 1, 64, 64, 64), (3, 1, 64, 64, 64), (3, 1, 64, 64, 64)))
+    assert calls["flags"] == ["FP16", "PREFER"] and calls["pool"] == ("WORKSPACE", 2 << 30)
+    assert calls["pinned"] == [("NORMALIZATION", 0, "float32")] * 2
+    assert facts["precision"] == "fp16" and facts["max_batch"] == 3 and facts["fp32_normalisation_layers"] == 2
+    assert facts["tensorrt_version"] == "10.9.0" and facts["profile"]["max"] == [3, 1, 64, 64, 64]
+
+    trt, calls = _fake_tensorrt()
+    facts = build_engine(trt, tmp_path / "model.onnx", plan, (64, 64, 64), max_batch=1, precision="fp32")
+    assert calls["flags"] == [] and calls["cleared"] == ["TF32"] and facts["fp32_normalisation_layers"] == 0
+
+    trt, _ = _fake_tensorrt(parse_ok=False)
+    with pytest.raises(ExportError, match=r"cannot parse.*ScatterND"):
+        build_engine(trt, tmp_path / "model.onnx", tmp_path / "x.plan", (64, 64, 64), max_batch=2)
+    assert not (tmp_path / "x.plan").exists()
+
+
+def test_tensorrt_parity_rule() -> None:
+    from export.tensorrt_build import engine_parity, require_engine_parity
+
+    inputs = make_inputs((64, 64, 64), "brain", "max", 99.5, n_random=1, n_data=1, seed=2)
+    reference = np.tanh(inputs.all())
+    rng = np.random.default_rng(0)
+    close = reference + rng.normal(0, 1.0 / HU_PER_UNIT, reference.shape).astype(np.float32)  # ≈ 0.8 HU mean
+    report = engine_parity(inputs, reference, close, tolerance_hu=5.0)
+    assert report["passed"] and report["data"]["mean_abs_hu_in_mask"] == pytest.approx(0.8, abs=0.1)
+    require_engine_parity(report, Path("model.plan"))
+    far = reference + np.float32(10.0 / HU_PER_UNIT)
+    with pytest.raises(ExportError, match="mean of 10"):
+        require_engine_parity(engine_parity(inputs, reference, far, 5.0), Path("model.plan"))
+    overflow = close.copy()
+    overflow[0, 0, 3, 3, 3] = np.inf
+    with pytest.raises(ExportError, match="NaN/inf"):
+        require_engine_parity(engine_parity(inputs, reference, overflow, 5.0), Path("model.plan"))

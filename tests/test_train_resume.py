@@ -1,0 +1,80 @@
+"""A run killed with SIGKILL and restarted with ``--resume`` continues from its last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_helpers import REPO, subprocess_env, tiny_config, write_config, write_tiny_dataset
+
+from train.checkpoint import load_checkpoint
+
+
+def _train(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "synthct", "train", *args]
+
+
+def _optimizer_tensors(state: dict) -> dict[tuple[int, str], torch.Tensor]:
+    return {(index, key): value for index, entry in state["state"].items() for key, value in entry.items()}
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data", n_cases=3)
+    config_path = write_config(tmp_path / "c.yaml", tiny_config(
+        train={"max_steps": 40, "epochs": 40, "checkpoint_every_steps": 1},
+        validation={"every_epochs": 0, "at_end": False},
+        data={"augment": {"enabled": True, "probability": 0.5}},
+    ))
+    common = ["--config", str(config_path), "--data", str(data), "--region", "brain"]
+    run = tmp_path / "killed"
+    env = subprocess_env()
+    process = subprocess.Popen(_train([*common, "--out", str(run)]), cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "last.pt").exists():
+            assert process.poll() is None, process.stderr.read().decode()[-2000:] if process.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    killed = load_checkpoint(run / "last.pt")  # atomic writes: always a whole checkpoint
+    step = int(killed["step"])
+    assert 1 <= step < 40
+
+    # resume for exactly one more step
+    resumed = subprocess.run(_train(["--out", str(run), "--resume", "--set", f"train.max_steps={step + 1}"]),
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {run / 'last.pt'}: step {step}" in resumed.stderr
+    after = load_checkpoint(run / "last.pt")
+    assert after["step"] == step + 1
+    # AdamW's per-parameter step counters continued from the checkpoint's (a fresh optimiser would be at 1)
+    for index, entry in after["optimizer_g"]["state"].items():
+        assert float(entry["step"]) == float(killed["optimizer_g"]["state"][index]["step"]) + 1 == step + 1
+
+    # the same run without the interruption reaches the same weights and optimiser state
+    straight = tmp_path / "straight"
+    uninterrupted = subprocess.run(_train([*common, "--out", str(straight), "--set", f"train.max_steps={step + 1}"]),
+                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    reference = load_checkpoint(straight / "last.pt")
+    assert reference["step"] == step + 1
+    for name, tensor in reference["generator"].items():
+        torch.testing.assert_close(after["generator"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    ref_state, got_state = (_optimizer_tensors(c["optimizer_g"]) for c in (reference, after))
+    assert ref_state.keys() == got_state.keys()
+    for key, tensor in ref_state.items():
+        torch.testing.assert_close(got_state[key], tensor, rtol=1e-5, atol=1e-7, msg=str(key))
+    assert after["rng"]["sampler"] == reference["rng"]["sampler"]

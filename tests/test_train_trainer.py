@@ -1,0 +1,139 @@
+"""The training loop in-process: a short run end to end, NaN stop, signal stop, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_helpers import tiny_config, write_config, write_tiny_dataset
+
+from synthct.cli import main as synthct_main
+from train import losses
+from train.checkpoint import REQUIRED_KEYS, load_checkpoint
+from train.config import config_from_dict
+from train.trainer import Trainer, TrainingDiverged
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"), n_cases=3)
+
+
+def test_short_run_writes_checkpoints_logs_and_validation(dataset: Path, tmp_path: Path) -> None:
+    config_path = write_config(tmp_path / "c.yaml", tiny_config(
+        train={"max_steps": 2, "epochs": 5},  # 2 training cases, batch 1: an epoch is 2 steps
+        validation={"every_epochs": 1, "at_end": True, "batch_size": 1},
+        logging={"tensorboard": True, "progress": False, "log_every_steps": 1},
+        data={"augment": {"enabled": True, "probability": 1.0}},
+    ))
+    out = tmp_path / "run"
+    code = synthct_main(["train", "--config", str(config_path), "--data", str(dataset), "--region", "brain",
+                         "--out", str(out)])
+    assert code == 0
+    for name in ("config.yaml", "split.json", "last.pt", "best.pt", "log.jsonl"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert set(REQUIRED_KEYS) <= set(checkpoint)
+    assert checkpoint["step"] == 2 and checkpoint["epoch"] == 1
+    assert checkpoint["config"]["region"] == "brain"
+    assert checkpoint["config"]["data"]["patch_size"] == [64, 64, 64]
+    assert checkpoint["config"]["model"]["feature_size"] == 12
+    assert set(checkpoint["metrics"]) == {"mae", "psnr", "ssim"}
+    assert torch.load(out / "best.pt", weights_only=True)["step"] == 2  # validated once, at the epoch's end
+    validations = sorted((out / "validation").glob("step_*.json"))
+    assert [p.name for p in validations] == ["step_00000002.json"]
+    payload = json.loads(validations[0].read_text())
+    assert set(payload["cases"]) == set(json.loads((out / "split.json").read_text())["val"])
+    assert math.isfinite(payload["mean"]["mae"]) and payload["mean"]["mae"] > 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == [1, 2]
+    assert {"l1", "ssim", "gan", "total", "d"} <= set(train_records[0])
+    assert records[-1]["kind"] == "end" and records[-1]["stopped"] == "max_steps"
+    # the resolved config in the run folder is complete and valid
+    saved = config_from_dict(__import__("yaml").safe_load((out / "config.yaml").read_text()))
+    assert saved.to_dict() == checkpoint["config"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_from_dict(tiny_config(
+        train={"max_steps": 6, "epochs": 10, "checkpoint_every_steps": 1},
+        validation={"every_epochs": 0, "at_end": False},
+        data={"root": str(dataset)},
+    ))
+    original = losses.generator_loss
+    calls = {"n": 0}
+
+    def poisoned(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        calls["n"] += 1
+        terms = original(*args, **kwargs)
+        if calls["n"] == 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(losses, "generator_loss", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"step 3: non-finite loss.*last good checkpoint .*last\.pt \(step 2\)"):
+        Trainer(config, out).run()
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["step"] == 2
+    assert all(torch.isfinite(t).all() for t in checkpoint["generator"].values())
+
+
+def test_sigterm_stops_after_the_step_and_saves(dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_from_dict(tiny_config(
+        train={"max_steps": 50, "epochs": 50}, validation={"every_epochs": 0, "at_end": True},
+        data={"root": str(dataset)},
+    ))
+    import train.trainer as trainer_module
+
+    original = trainer_module.train_step
+    steps = {"n": 0}
+
+    def step_then_signal(*args: object, **kwargs: object) -> dict[str, float]:
+        values = original(*args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return values
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_signal)
+    result = Trainer(config, tmp_path / "run").run()
+    assert result.stopped == "signal" and result.step == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
+    assert not (tmp_path / "run" / "validation").exists()  # no full validation when asked to stop
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+
+
+def test_bad_input_messages(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one_case = write_tiny_dataset(tmp_path / "one", n_cases=1)
+    config_path = write_config(tmp_path / "c.yaml", tiny_config())
+    code = synthct_main(["train", "--config", str(config_path), "--data", str(one_case), "--region", "brain",
+                         "--out", str(tmp_path / "r1")])
+    assert code == 1
+    assert "found 1 case(s)" in capsys.readouterr().err
+    typo = write_config(tmp_path / "typo.yaml", {"optim": {"lr_generatr": 1e-4}})
+    code = synthct_main(["train", "--config", str(typo), "--data", str(dataset), "--region", "brain",
+                         "--out", str(tmp_path / "r2")])
+    assert code == 1
+    assert "did you mean 'optim.lr_generator'" in capsys.readouterr().err
+    code = synthct_main(["train", "--config", str(config_path), "--data", str(dataset), "--region", "brain",
+                         "--set", "trian.epochs=3", "--out", str(tmp_path / "r3")])
+    assert code == 1
+    assert "'trian'" in capsys.readouterr().err
+    code = synthct_main(["train", "--out", str(tmp_path / "r4"), "--resume"])
+    assert code == 1
+    assert "nothing to resume" in capsys.readouterr().err
+    code = synthct_main(["train", "--config", str(config_path), "--data", str(tmp_path / "missing"),
+                         "--region", "brain", "--out", str(tmp_path / "r5")])
+    assert code == 1
+    assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
