@@ -8,6 +8,7 @@ removed and an existing package at ``out`` is left untouched.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from export.accurate_norm import swap_instance_norms
 from export.errors import ExportError
 from export.onnx_export import DEFAULT_OPSET, Exporter, OnnxFiles, export_onnx
 from export.parity import (
@@ -47,6 +49,8 @@ class ExportOptions:
     exporter: Exporter = "dynamo"
     external_data: bool | None = None
     """None: only for weights over 1 GiB."""
+    axis_wise_instance_norm: bool = True
+    """Export instance norms with per-axis means (:mod:`export.accurate_norm`): ONNX Runtime ≈ 100× closer."""
     optimise: bool = True
     tensorrt: bool = False
     max_batch: int = 4
@@ -210,9 +214,14 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
 
     step("export ONNX")
     generator = build_generator_for_export(source)
+    to_export, swapped = generator, 0
+    if options.axis_wise_instance_norm:
+        to_export = copy.deepcopy(generator)
+        swapped = swap_instance_norms(to_export)
     metadata = {**usage(source), "checkpoint_sha256": source.sha256}
-    files = export_onnx(generator, staging / MODEL_NAME, source.patch_size, options.opset, options.exporter,
+    files = export_onnx(to_export, staging / MODEL_NAME, source.patch_size, options.opset, options.exporter,
                         options.external_data, metadata)
+    del to_export
     bar.update()
 
     step("parity")
@@ -254,6 +263,7 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
     from export.manifest import build_manifest
 
     facts = {"exporter": files.exporter, "opset": files.opset, "export_s": round(files.seconds, 2),
+             "instance_norm": f"axis-wise means ({swapped} layers)" if swapped else "onnx InstanceNormalization",
              "parity_patches": {"random": len(inputs.random), "data": len(inputs.data)}}
     manifest = build_manifest(source, onnx_entry, parity_section, optimisation, facts, tensorrt_entry)
     try:

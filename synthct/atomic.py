@@ -30,10 +30,18 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp creates 0600; give the file the permissions a plain open() would
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:

@@ -138,3 +138,15 @@ def test_geometry_differences_and_check() -> None:
     with pytest.raises(ImageError, match=r"^sct\.mha: geometry differs from ct\.mha: origin"):
         check_same_geometry(reference, _image(origin=(0.0, 0.0, 0.0)), "ct.mha", "sct.mha")
     check_same_geometry(reference, _image(), "ct.mha", "sct.mha")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    """Files written atomically are readable by others (a container may run as another user)."""
+    import stat
+
+    from synthct.atomic import write_text_atomic
+
+    target = tmp_path / "out.json"
+    write_text_atomic(target, "{}")
+    mode = stat.S_IMODE(target.stat().st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH, oct(mode)

@@ -510,7 +510,9 @@ class Trainer:
                     if epoch_done or (every and self.step % every == 0):
                         self._save("last.pt")
                     if self._validation_due(epoch_done):
-                        no_time = any_rank([self._out_of_time(self._estimate_validation())], self.info, device)[0]
+                        budgeted = config.train.max_minutes > 0 and self.info.is_main
+                        upcoming = self._estimate_validation() if budgeted else 0.0
+                        no_time = any_rank([self._out_of_time(upcoming)], self.info, device)[0]
                         if not no_time:
                             self._validate()
                     if epoch_done:

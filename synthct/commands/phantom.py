@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; case k's seed derives from (seed, k)")
     parser.add_argument("--size", choices=SIZE_NAMES, default="small",
-                        help="small (test/training size), medium, or synthrad (real SynthRAD size); default small")
+                        help="small (test/training size), medium, or synthrad (real SynthRAD size); default small; "
+                             "ignored with --from-ct (cases keep the CT's grid)")
     parser.add_argument("--from-ct", type=Path, default=None, metavar="PATH",
                         help="make the cases from this real CT (any image synthct reads) instead of generated anatomy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -11,7 +11,7 @@ synthrad   256 x 256 x 192     512 x 512 x 160
 =========  ==================  ==================
 
 ``synthrad`` holds an adult-size anatomy; ``small`` and ``medium`` hold the same anatomy scaled down (brain 0.5
-and 0.75; pelvis 0.34/0.68 in-plane and 0.4/0.6 along z) so that they fit at the same spacing, with thin layers
+and 0.75; pelvis 0.3/0.6 in-plane and 0.4/0.6 along z) so that they fit at the same spacing, with thin layers
 (skin, skull tables, bone cortex) shrunk less than the rest, so every tissue stays a few voxels thick.
 A case is a pure function of (region, seed, size).
 """
@@ -56,8 +56,8 @@ SIZES: dict[str, dict[str, SizeSpec]] = {
         "synthrad": SizeSpec((192, 256, 256), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0),
     },
     "pelvis": {
-        "small": SizeSpec((64, 96, 128), (2.5, 1.0, 1.0), (0.4, 0.34, 0.34), 2.4),
-        "medium": SizeSpec((96, 192, 256), (2.5, 1.0, 1.0), (0.6, 0.68, 0.68), 1.3),
+        "small": SizeSpec((64, 96, 128), (2.5, 1.0, 1.0), (0.4, 0.3, 0.3), 2.6),
+        "medium": SizeSpec((96, 192, 256), (2.5, 1.0, 1.0), (0.6, 0.6, 0.6), 1.35),
         "synthrad": SizeSpec((160, 512, 512), (2.5, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0),
     },
 }

@@ -90,13 +90,17 @@ def _paint_viscera_background(canvas: Canvas, rng: np.random.Generator, thin: fl
     if found is not None:
         block, distance = found
         inside = (distance < 0) & canvas.label_in(block, (T.MUSCLE, T.FAT))
-        loops = block_noise(canvas, block, 9.0, rng)
+        # Loops: the band around the zero sheets of a noise field reads as convoluted tubes; wall outside, contents
+        # (gas or faeces) along the middle, mesenteric fat between loops.
+        sheet = np.abs(block_noise(canvas, block, 11.0, rng))
+        half_width = g(0.3, 0.45)
         canvas.paint(T.FAT, inside, block)
-        canvas.paint(T.BOWEL, inside & (loops > -0.3), block)
-        gas = block_noise(canvas, block, 6.0, rng)
-        threshold = g(1.0, 1.8)
-        canvas.paint(T.INTERNAL_AIR, inside & (loops > 0.2) & (gas > threshold), block)
-        canvas.paint(T.FAECES, inside & (loops > 0.4) & (gas < -1.2), block)
+        canvas.paint(T.BOWEL, inside & (sheet < half_width), block)
+        lumen = inside & (sheet < half_width - 0.14)
+        content = block_noise(canvas, block, 8.0, rng)
+        gas_level, faeces_level = g(0.2, 1.2), g(-1.2, -0.3)
+        canvas.paint(T.INTERNAL_AIR, lumen & (content > gas_level), block)
+        canvas.paint(T.FAECES, lumen & (content < faeces_level), block)
     # Psoas muscles along the spine to the groin.
     for side in (-1.0, 1.0):
         points = [(260.0, 40.0, 32.0 * side), (120.0, 38.0, 45.0 * side), (20.0, 25.0, 62.0 * side),
@@ -105,13 +109,14 @@ def _paint_viscera_background(canvas: Canvas, rng: np.random.Generator, thin: fl
     del thin
 
 
-def _bone_parts(rng: np.random.Generator, thin: float) -> list[BonePart]:
-    """All bone parts of the pelvis, each with a tight box."""
+def _bone_parts(rng: np.random.Generator, thin: float) -> tuple[list[BonePart], list[tuple[Point, float]]]:
+    """All bone parts of the pelvis, each with a tight box; and the femoral heads (centre, radius)."""
     g = rng.uniform
     bone = g(0.93, 1.07)
     cortex = 1.5 * thin
     cc = T.CANCELLOUS_BONE
     parts: list[BonePart] = []
+    joints: list[tuple[Point, float]] = []
     # Lumbar vertebrae L2-L5: bodies, pedicles/laminae, transverse and spinous processes.
     for zc in (85.0, 122.0, 159.0, 196.0, 233.0):
         body_c, body_r = (zc, 38.0, 0.0), (14.0, 17.0, 23.0 * bone)
@@ -143,6 +148,7 @@ def _bone_parts(rng: np.random.Generator, thin: float) -> list[BonePart]:
         head_c = (-55.0, -5.0, 88.0 * bone * side)
         head_r = g(22.0, 26.0) * bone
         cup_r = (head_r + 9.0,) * 3
+        joints.append((head_c, head_r))
 
         def cup(u: Coords, side: float = side, head_c: Point = head_c, cup_r: tuple = cup_r) -> np.ndarray:
             return _intersect(ellipsoid(u, head_c, cup_r), side * (u[2] - head_c[2]) - 8.0)
@@ -161,11 +167,19 @@ def _bone_parts(rng: np.random.Generator, thin: float) -> list[BonePart]:
             parts.append((*box(centre, radii), lambda u, c=centre, r=radii: ellipsoid(u, c, r), femur_cortex, cc))
         parts += tube_bone([(-92.0, 5.0, 118.0 * side * bone), (-300.0, 0.0, 100.0 * side * bone)], [14.0, 14.0],
                            femur_cortex)
-    return parts
+    return parts, joints
 
 
 def _paint_bones(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
-    paint_bone_parts(canvas, _bone_parts(rng, thin))
+    parts, joints = _bone_parts(rng, thin)
+    paint_bone_parts(canvas, parts)
+    # Hip joint spaces (cartilage) between femoral head and acetabulum.
+    for head_c, head_r in joints:
+        found = shape_in(canvas, *box(head_c, (head_r + 4.0 * thin,) * 3),
+                         lambda u, c=head_c, r=head_r: ellipsoid(u, c, (r, r, r)))
+        if found is not None:
+            canvas.paint(T.SOFT_TISSUE, (found[1] >= 0) & (found[1] < 2.0 * thin), found[0],
+                         only=(T.CORTICAL_BONE, T.CANCELLOUS_BONE))
     # Symphysis (fibrocartilage) at the midline.
     found = shape_in(canvas, (-110.0, -72.0, -3.0), (-70.0, -40.0, 3.0), lambda u: np.abs(u[2]) - 1.2 * thin)
     if found is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from synthct import __version__
 from synthct.atomic import write_json_atomic
 from synthct.io import write_image
 from synthct.phantom.generate import REGIONS, generate_volumes
+
+log = logging.getLogger(__name__)
 
 ID_PREFIX = {"brain": "1BA", "pelvis": "1PA"}
 MANIFEST = "phantom.json"
@@ -37,6 +40,11 @@ def write_phantom_dataset(out_dir: str | os.PathLike[str], region: str, n_cases:
     if n_cases < 1:
         raise ValueError(f"number of cases must be at least 1, got {n_cases}")
     region_dir = Path(out_dir) / "Task1" / region
+    expected = {case_id(region, index) for index in range(1, n_cases + 1)}
+    stale = sorted(p.name for p in region_dir.glob(f"{ID_PREFIX[region]}*") if p.is_dir() and p.name not in expected)
+    if stale:
+        log.warning("%s already holds other cases (%s): they are not part of this dataset's manifest", region_dir,
+                    ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""))
     folders = []
     entries = []
     for index in tqdm(range(1, n_cases + 1), desc=f"phantom {region}", unit="case", disable=not progress):
