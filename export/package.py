@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,14 @@ from export.parity import (
     torch_predictor,
 )
 from export.source import ExportSource, build_generator_for_export, read_checkpoint
-from synthct.model_package import MANIFEST_NAME, REGIONS, file_entry, load_model_package, write_manifest
+from synthct.model_package import (
+    MANIFEST_NAME,
+    REGIONS,
+    file_entry,
+    load_model_package,
+    sha256_of,
+    write_manifest,
+)
 
 log = logging.getLogger("synthct.export")
 
@@ -138,15 +145,16 @@ def _optimise(files: OnnxFiles, inputs: ParityInputs, reference: np.ndarray, pla
         if candidate is not best:
             remove(candidate)
     section = {"chosen": best.name if best else "none", "plain": {"file": files.model.name,
-               "parity_max_abs_hu": plain_parity["max_abs_hu"], "measurement": plain.__dict__},
+               "parity_max_abs_hu": plain_parity["max_abs_hu"], "measurement": asdict(plain)},
                "candidates": [c.summary() for c in candidates],
                "rule": "kept only if parity holds and it is smaller or ≥ 5 % faster per patch (ONNX Runtime CPU, "
                        "online ORT_ENABLE_ALL, batch 1, fastest of interleaved runs)"}
     return best, section
 
 
-def _tensorrt(trt: Any, staging: Path, onnx_model: Path, onnx_sha256: str, inputs: ParityInputs,
-              ort_output: np.ndarray, source: ExportSource, options: ExportOptions) -> dict[str, Any]:
+def _tensorrt(trt: Any, staging: Path, onnx_model: Path, inputs: ParityInputs, ort_output: np.ndarray,
+              source: ExportSource, options: ExportOptions) -> dict[str, Any]:
+    """Build the engine from ``onnx_model``, compare it with ONNX Runtime's ``ort_output``; the manifest entry."""
     from export.tensorrt_build import (
         PLAN_NAME,
         build_engine,
@@ -162,7 +170,9 @@ def _tensorrt(trt: Any, staging: Path, onnx_model: Path, onnx_sha256: str, input
     output = run_engine(trt, plan_path.read_bytes(), inputs.all(), options.max_batch)
     parity = engine_parity(inputs, ort_output, output, options.trt_tolerance_hu)
     require_engine_parity(parity, plan_path)
-    return {**file_entry(plan_path), **facts, **gpu_description(), "onnx_sha256": onnx_sha256, "parity": parity}
+    built_from = {"sha256": sha256_of(onnx_model), "instance_norm": "onnx InstanceNormalization",
+                  "note": "exported beside the package's ONNX for TensorRT only (not shipped)"}
+    return {**file_entry(plan_path), **facts, **gpu_description(), "built_from": built_from, "parity": parity}
 
 
 def _make_readable(folder: Path) -> None:
@@ -222,6 +232,13 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
     files = export_onnx(to_export, staging / MODEL_NAME, source.patch_size, options.opset, options.exporter,
                         options.external_data, metadata)
     del to_export
+    trt_source = None
+    if trt is not None:  # TensorRT gets native InstanceNormalization: its GPU reductions are accurate, and its
+        # normalisation layers can be pinned to FP32, which a decomposed (Reduce/elementwise) norm could not
+        scratch = staging / ".tensorrt-source"
+        scratch.mkdir()
+        trt_source = export_onnx(generator, scratch / MODEL_NAME, source.patch_size, options.opset, options.exporter,
+                                 options.external_data, metadata)
     bar.update()
 
     step("parity")
@@ -255,7 +272,9 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
         step("TensorRT")
         if output is None:
             output = ort_predictor(ort_session(model, options.threads))(batch)
-        tensorrt_entry = _tensorrt(trt, staging, model, onnx_entry["sha256"], inputs, output, source, options)
+        assert trt_source is not None
+        tensorrt_entry = _tensorrt(trt, staging, trt_source.model, inputs, output, source, options)
+        shutil.rmtree(trt_source.model.parent)
         parity_section["tensorrt"] = tensorrt_entry.pop("parity")
         bar.update()
 

@@ -1,11 +1,14 @@
-"""TensorRT 10.x engine from the package's ONNX graph, where TensorRT and an NVIDIA GPU exist (SPEC §8).
+"""TensorRT 10.x engine for the model package, where TensorRT and an NVIDIA GPU exist (SPEC §8).
 
 ``tensorrt`` is imported only here and only when asked for; everything else in the export works without it. The
 engine: explicit batch, one optimisation profile on input ``mr`` for batch 1…``max_batch`` (optimum at
 ``max_batch``: the algorithm fills its batches), FP16 with the normalisation layers (LayerNorm of the Swin blocks,
-InstanceNorm of the decoder) kept in FP32 — those overflow first in half precision. TensorRT 11 removed
-``BuilderFlag.FP16``; this code targets 10.x and refuses other majors. An engine is tied to its TensorRT version
-and GPU: both are recorded in the manifest entry. Parity is measured against ONNX Runtime fp32 (CPU) in HU.
+InstanceNorm of the encoder/decoder blocks) kept in FP32 — they overflow or lose precision first in half precision.
+It is built from an export with native ONNX ``InstanceNormalization``: the per-axis decomposition of
+:mod:`export.accurate_norm` helps ONNX Runtime's CPU kernels, but its reductions could not be pinned to FP32 here.
+TensorRT 11 removed ``BuilderFlag.FP16``: this code targets 10.x and refuses other majors. An engine is tied to its
+TensorRT version and GPU: both are recorded in the manifest entry. Parity is measured against ONNX Runtime fp32
+(CPU) in HU.
 """
 
 from __future__ import annotations
@@ -143,34 +146,48 @@ def build_engine(trt: ModuleType, onnx_path: Path, plan_path: Path, patch_size: 
             "fp32_normalisation_layers": pinned, "build_s": round(seconds, 2), "workspace_gib": workspace_gib}
 
 
-def run_engine(trt: ModuleType, plan: bytes, batch: np.ndarray, max_batch: int) -> np.ndarray:
-    """Run a serialised engine on ``batch`` (N, 1, z, y, x) float32, ``max_batch`` at a time, on CUDA device 0
-    (buffers are PyTorch CUDA tensors). Returns float32 of the same shape."""
-    import torch
+class EngineRunner:
+    """A deserialised engine on CUDA device 0 as a numpy predictor: (N, 1, z, y, x) float32 → same shape, run
+    ``max_batch`` at a time with PyTorch CUDA tensors as buffers (host copies included, as in the algorithm)."""
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-    if engine is None:
-        raise ExportError("TensorRT cannot deserialise the engine it just built")
-    context = engine.create_execution_context()
-    dtypes = {name: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for name in (INPUT_NAME, OUTPUT_NAME)}
-    torch_dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
-    stream = torch.cuda.Stream()
-    outputs = []
-    with torch.cuda.stream(stream):
-        for first in range(0, len(batch), max_batch):
-            chunk = torch.from_numpy(np.ascontiguousarray(batch[first:first + max_batch])).cuda()
-            chunk = chunk.to(torch_dtype[dtypes[INPUT_NAME]])
-            context.set_input_shape(INPUT_NAME, tuple(chunk.shape))
-            result = torch.empty(tuple(context.get_tensor_shape(OUTPUT_NAME)),
-                                 dtype=torch_dtype[dtypes[OUTPUT_NAME]], device="cuda")
-            context.set_tensor_address(INPUT_NAME, int(chunk.data_ptr()))
-            context.set_tensor_address(OUTPUT_NAME, int(result.data_ptr()))
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise ExportError("TensorRT execute_async_v3 failed")
-            stream.synchronize()
-            outputs.append(result.float().cpu().numpy())
-    return np.concatenate(outputs)
+    def __init__(self, trt: ModuleType, plan: bytes, max_batch: int) -> None:
+        import torch
+
+        self._torch = torch
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise ExportError("TensorRT cannot deserialise the engine (built for another GPU or version?)")
+        self.context = self.engine.create_execution_context()
+        self.max_batch = int(max_batch)
+        to_torch = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
+        self._dtypes = {name: to_torch[np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))]
+                        for name in (INPUT_NAME, OUTPUT_NAME)}
+        self._stream = torch.cuda.Stream()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        outputs = []
+        with torch.cuda.stream(self._stream):
+            for first in range(0, len(batch), self.max_batch):
+                chunk = torch.from_numpy(np.ascontiguousarray(batch[first:first + self.max_batch], np.float32))
+                chunk = chunk.cuda().to(self._dtypes[INPUT_NAME])
+                self.context.set_input_shape(INPUT_NAME, tuple(chunk.shape))
+                result = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT_NAME)),
+                                     dtype=self._dtypes[OUTPUT_NAME], device="cuda")
+                self.context.set_tensor_address(INPUT_NAME, int(chunk.data_ptr()))
+                self.context.set_tensor_address(OUTPUT_NAME, int(result.data_ptr()))
+                if not self.context.execute_async_v3(self._stream.cuda_stream):
+                    raise ExportError("TensorRT execute_async_v3 failed")
+                self._stream.synchronize()
+                outputs.append(result.float().cpu().numpy())
+        return np.concatenate(outputs)
+
+
+def run_engine(trt: ModuleType, plan: bytes, batch: np.ndarray, max_batch: int) -> np.ndarray:
+    """Run a serialised engine once on ``batch`` (see :class:`EngineRunner`)."""
+    return EngineRunner(trt, plan, max_batch)(batch)
 
 
 def gpu_description() -> dict[str, Any]:

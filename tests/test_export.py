@@ -311,6 +311,7 @@ def test_config_settings_are_checked(change: dict[str, Any], message: str) -> No
     assert defaults["patch_size"] == (64, 64, 64) and defaults["mr_rule"] == "max" and defaults["overlap"] == 0.5
 
 
+@pytest.mark.filterwarnings("ignore")
 def test_axis_wise_instance_norm_equals_torch_and_is_accurate_in_onnxruntime() -> None:
     import io
 
@@ -355,25 +356,6 @@ def test_default_depths_export_with_parity(tmp_path: Path) -> None:
     load_model_package(tmp_path / "pelvis", expected_region="pelvis")
 
 
-def test_external_data_is_hashed_and_checked(tmp_path: Path) -> None:
-    checkpoint = make_checkpoint(tmp_path / "best.pt")
-    out = tmp_path / "brain"
-    options = ExportOptions(exporter="legacy", opset=17, external_data=True, optimise=False, **FAST)
-    manifest = export_package(checkpoint, out, options)
-    entry = manifest["onnx"]
-    assert entry["opset"] == 17 and entry["external_data"]["file"] == "model.onnx.data"
-    assert entry["external_data"]["sha256"] == sha256_of(out / "model.onnx.data")
-    assert (out / "model.onnx").stat().st_size < (out / "model.onnx.data").stat().st_size
-    assert manifest["parity"]["onnxruntime"]["passed"]
-    package = load_model_package(out, expected_region="brain")
-    assert ort_session(package.onnx_path).get_inputs()[0].name == "mr"
-    with open(out / "model.onnx.data", "r+b") as handle:
-        handle.seek(100)
-        handle.write(b"\x7f\x7f\x7f\x7f")
-    with pytest.raises(ModelPackageError, match="sha256"):
-        load_model_package(out)
-
-
 # ---------------------------------------------------------------------------------------------- parity maths
 
 
@@ -403,6 +385,18 @@ def test_parity_inputs_cover_random_and_body_patches() -> None:
     assert report["passed"] and report["max_abs_hu"] == 0.0
     again = make_inputs((64, 64, 64), "brain", "max", 99.5, n_random=2, n_data=2, seed=4)
     assert np.array_equal(again.all(), inputs.all())
+
+
+def test_parity_patches_from_a_dataset_folder(tmp_path: Path) -> None:
+    phantom = pytest.importorskip("synthct.phantom")
+    phantom.write_phantom_dataset(tmp_path / "data", "brain", 1, seed=7, progress=False)
+    inputs = make_inputs((64, 64, 64), "brain", "percentile", 99.5, n_random=1, n_data=2, data_dir=tmp_path / "data")
+    assert inputs.data_source.startswith("dataset") and "1BA001" in inputs.data_source
+    assert inputs.data.shape == (2, 1, 64, 64, 64) and inputs.data_masks.any(axis=(1, 2, 3, 4)).all()
+    assert not np.array_equal(inputs.data[0], inputs.data[1])  # two different body windows of the one case
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="cannot read parity cases"):
+        make_inputs((64, 64, 64), "brain", "max", 99.5, data_dir=tmp_path / "empty")
 
 
 def test_check_graph_rejects_wrong_interfaces(tmp_path: Path) -> None:
@@ -590,6 +584,56 @@ def test_tensorrt_build_logic_with_a_stand_in(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"cannot parse.*ScatterND"):
         build_engine(trt, tmp_path / "model.onnx", tmp_path / "x.plan", (64, 64, 64), max_batch=2)
     assert not (tmp_path / "x.plan").exists()
+
+
+def test_tensorrt_package_entry_with_a_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package flow of --trt (engine file, manifest entry with the fields the algorithm reads, parity, cleanup),
+    on a package whose weights live in an external data file (hashed in the manifest too)."""
+    import export.tensorrt_build as tensorrt_build
+
+    checkpoint = make_checkpoint(tmp_path / "best.pt")
+    generator = build_generator_for_export(read_checkpoint(checkpoint))
+    trt, calls = _fake_tensorrt()
+
+    def engine_like(_trt: Any, plan: bytes, batch: np.ndarray, max_batch: int) -> np.ndarray:
+        assert plan == b"serialised engine" and max_batch == 2
+        with torch.no_grad():
+            output = generator(torch.from_numpy(batch)).numpy()
+        return output + np.float32(0.5 / HU_PER_UNIT)  # FP16-like: 0.5 HU off
+
+    monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_build, "run_engine", engine_like)
+    monkeypatch.setattr(tensorrt_build, "gpu_description", lambda: {"gpu": "Tesla T4", "compute_capability": "7.5"})
+    out = tmp_path / "brain"
+    options = ExportOptions(exporter="legacy", opset=17, external_data=True, optimise=False, tensorrt=True,
+                            max_batch=2, **FAST)
+    manifest = export_package(checkpoint, out, options)
+    onnx_entry = manifest["onnx"]
+    assert onnx_entry["opset"] == 17 and onnx_entry["external_data"]["file"] == "model.onnx.data"
+    assert onnx_entry["external_data"]["sha256"] == sha256_of(out / "model.onnx.data")
+    assert (out / "model.onnx").stat().st_size < (out / "model.onnx.data").stat().st_size
+    assert manifest["parity"]["onnxruntime"]["passed"]
+    entry = manifest["tensorrt"]
+    assert entry["file"] == "model.plan" and entry["sha256"] == sha256_of(out / "model.plan")
+    assert (entry["precision"], entry["max_batch"], entry["tensorrt_version"]) == ("fp16", 2, "10.9.0")
+    assert entry["profile"]["max"] == [2, 1, 64, 64, 64] and entry["compute_capability"] == "7.5"
+    assert entry["built_from"]["instance_norm"] == "onnx InstanceNormalization"
+    assert calls["parsed"].endswith("model.onnx") and ".tensorrt-source" in calls["parsed"]
+    trt_parity = manifest["parity"]["tensorrt"]
+    assert trt_parity["passed"] and trt_parity["data"]["mean_abs_hu_in_mask"] == pytest.approx(0.5, abs=0.05)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "model.onnx.data", "model.plan"]
+    package = load_model_package(out, expected_region="brain")
+    assert package.tensorrt_path == out / "model.plan"
+    assert ort_session(package.onnx_path).get_inputs()[0].name == "mr"
+    plan_swapped = _copy_package(out, tmp_path / "plan")
+    (plan_swapped / "model.plan").write_bytes(b"another engine")
+    with pytest.raises(ModelPackageError, match=r"model\.plan: sha256"):
+        load_model_package(plan_swapped)
+    with open(out / "model.onnx.data", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(ModelPackageError, match=r"model\.onnx\.data: sha256"):
+        load_model_package(out)
 
 
 def test_tensorrt_parity_rule() -> None:
