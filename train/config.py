@@ -122,6 +122,12 @@ class OptimConfig:
     weight_decay: float = field(default=0.01, metadata=_range(0.0, 1.0))
     grad_clip: float = field(default=0.0, metadata=_range(0.0))
     """Max gradient norm of each network (0: no clipping)."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """constant (paper) or cosine decay to ``min_lr_fraction`` over the run's progress: the larger of the
+    fraction of steps done (epochs, max_steps) and of the time budget used (``train.max_minutes``)."""
+    warmup_steps: int = field(default=0, metadata=_range(0))
+    """Linear warm-up of both learning rates over this many steps (0: none)."""
+    min_lr_fraction: float = field(default=0.0, metadata=_range(0.0, 1.0))
 
 
 @dataclass

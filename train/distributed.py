@@ -71,13 +71,18 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def any_rank(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
-    """Element-wise OR of boolean flags over all ranks (so every rank takes the same decision)."""
+def max_over_ranks(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Element-wise maximum of ``values`` over all ranks (float64), so that every rank takes the same decision."""
     if not info.enabled:
-        return list(flags)
-    tensor = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+        return [float(v) for v in values]
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return [bool(v > 0.5) for v in tensor.tolist()]
+    return [float(v) for v in tensor.tolist()]
+
+
+def any_rank(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Element-wise OR of boolean flags over all ranks."""
+    return [v > 0.5 for v in max_over_ranks([1.0 if f else 0.0 for f in flags], info, device)]
 
 
 def cleanup(info: DistInfo) -> None:

@@ -6,7 +6,6 @@ returned separately so that it can be logged. SSIM is computed in float32 whatev
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -144,8 +143,13 @@ def generator_loss(prediction: torch.Tensor, target: torch.Tensor, fake_logits: 
     prediction = prediction.float()
     target = target.float()
     l1 = weighted_l1(prediction, target, weighting, floor)
-    ssim_term = ssim_loss(prediction, target, ssim_window, ssim_kernel)
-    total = l1 + alpha * ssim_term
+    if alpha > 0:
+        ssim_term = ssim_loss(prediction, target, ssim_window, ssim_kernel)
+        total = l1 + alpha * ssim_term
+    else:  # logged only: no graph
+        with torch.no_grad():
+            ssim_term = ssim_loss(prediction, target, ssim_window, ssim_kernel)
+        total = l1
     if fake_logits is not None:
         gan = generator_gan_loss(fake_logits, gan_mode)
         total = total + lambda_gan * gan
@@ -153,5 +157,3 @@ def generator_loss(prediction: torch.Tensor, target: torch.Tensor, fake_logits: 
         gan = torch.zeros((), device=prediction.device)
     return {"l1": l1, "ssim": ssim_term, "gan": gan, "total": total}
 
-
-LossFunction = Callable[..., dict[str, torch.Tensor]]

@@ -49,7 +49,15 @@ from train.data import (
     prepare_train_volume,
     prepare_validation_volume,
 )
-from train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed, select_device
+from train.distributed import (
+    DistInfo,
+    any_rank,
+    barrier,
+    cleanup,
+    init_distributed,
+    max_over_ranks,
+    select_device,
+)
 from train.logs import RunLog
 from train.models import build_discriminator, build_generator
 from train.validate import ValidationResult, count_windows, make_predictor, slice_grid, validate
@@ -198,6 +206,17 @@ def train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: C
         scaler.step(models.optimizer_d)
     scaler.update()
     return values
+
+
+def lr_factor(config: Config, step: int, progress: float) -> float:
+    """Learning-rate multiplier at ``step`` (0-based, the step about to be taken) and run ``progress`` in [0, 1]:
+    linear warm-up over ``optim.warmup_steps``, then constant (paper) or cosine decay to ``min_lr_fraction``."""
+    optim = config.optim
+    factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
+    if optim.schedule == "cosine":
+        progress = min(max(progress, 0.0), 1.0)
+        factor *= optim.min_lr_fraction + (1.0 - optim.min_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
 
 
 def steps_per_epoch(n_train: int, config: Config, world_size: int) -> int:
@@ -480,16 +499,24 @@ class Trainer:
                 specs = specs[self.step_in_epoch * config.train.batch_size:]
                 loader = make_loader(self.train_volumes, specs, config, config.train.seed + self.epoch)
                 for batch in loader:
-                    reasons = any_rank(self._stop_flags(signals), self.info, device)
+                    flags = [1.0 if flag else 0.0 for flag in self._stop_flags(signals)]
+                    shared = max_over_ranks([*flags, self._progress(total_steps)], self.info, device)
+                    reasons = [value > 0.5 for value in shared[: len(STOP_REASONS)]]
                     if any(reasons):
                         stopped = STOP_REASONS[reasons.index(True)]
                         break
+                    learning_rate_factor = lr_factor(config, self.step, shared[-1])
+                    for optimizer, base in ((models.optimizer_g, config.optim.lr_generator),
+                                            (models.optimizer_d, config.optim.lr_discriminator)):
+                        for group in optimizer.param_groups:
+                            group["lr"] = base * learning_rate_factor
                     began = time.monotonic()
                     use_gan = config.loss.lambda_gan > 0 and self.step >= config.loss.gan_warmup_steps
                     mr = batch["mr"].to(device, non_blocking=True)
                     ct = batch["ct"].to(device, non_blocking=True)
                     try:
                         values = train_step(models, mr, ct, config, use_gan, sync)
+                        values["lr"] = config.optim.lr_generator * learning_rate_factor
                     except TrainingDiverged as exc:
                         kept = self.run_dir / "last.pt"
                         where = f"{kept} (step {self._saved_step(kept)}) is kept" if kept.is_file() else \
@@ -530,6 +557,17 @@ class Trainer:
         log.info("stopped (%s) at step %d, epoch %d after %.0f s; best validation MAE %s", stopped, self.step,
                  self.epoch, result.seconds, f"{self.best_mae:.2f} HU" if self.best_mae is not None else "n/a")
         return result
+
+    def _progress(self, total_steps: int) -> float:
+        """Fraction of the run done: the larger of steps done / total steps and, with a time budget, of the
+        training time used (the budget less the final validation and checkpoint)."""
+        progress = self.step / max(total_steps, 1)
+        budget = self.config.train.max_minutes * 60.0
+        if budget > 0 and self.info.is_main:
+            reserve = (self._estimate_validation() if self.config.validation.at_end else 0.0) + \
+                self.checkpoint_estimate_s
+            progress = max(progress, (time.monotonic() - self.started) / max(budget - reserve, 1e-6))
+        return min(progress, 1.0)
 
     def _stop_flags(self, signals: _StopSignals) -> list[bool]:
         """This rank's reasons to stop before the next step, in the order of :data:`STOP_REASONS`."""
