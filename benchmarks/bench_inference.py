@@ -30,7 +30,7 @@ CASES = {
 
 def _status_mb(field: str) -> float:
     """A memory figure of this process from /proc/self/status (VmHWM: peak RSS since exec; VmRSS: now)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024.0  # KiB
     # not Linux: getrusage's peak (may include the parent's before exec)

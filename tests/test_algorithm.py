@@ -114,7 +114,7 @@ def test_container_end_to_end_with_broken_cases(tmp_path: Path, models: Path) ->
     flat = sitk.GetImageFromArray(np.ones((30, 30), np.float32))
     sitk.WriteImage(flat, str(inp / "images" / "mri" / "1BA008.mha"))
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((30, 30), np.uint8)), str(inp / "images" / "body" / "1BA008.mha"))
-    (inp / "region.json").write_text('"Brain"')
+    (inp / "region.json").write_text('"Brain"', encoding="utf-8")
     before = sorted(p.relative_to(inp) for p in inp.rglob("*"))
 
     result = run_algorithm(inp, out, models)
@@ -128,7 +128,7 @@ def test_container_end_to_end_with_broken_cases(tmp_path: Path, models: Path) ->
     check_output(images / "1BA002.mha", *good_nii, reference_nii, BRAIN)
     check_output(images / "1BA003.mha", *good_mha, reference_mha, BRAIN)
 
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert len(results) == 8
     by_mr = {Path(entry["inputs"][0]["filename"]).name: entry for entry in results}
     for name in ("1BA002.nii.gz", "1BA003.mha"):
@@ -162,7 +162,7 @@ def test_region_from_case_id_when_region_json_is_absent(tmp_path: Path, models: 
     assert result.returncode == 1, result.stdout + result.stderr
     reference = sitk.ReadImage(str(inp / "images" / "mri" / "1PA001.mha"))
     check_output(out / "images" / "synthetic-ct" / "1PA001.mha", *pelvis_case, reference, PELVIS)
-    results = {Path(e["inputs"][0]["filename"]).name: e for e in json.loads((out / "results.json").read_text())}
+    results = {Path(e["inputs"][0]["filename"]).name: e for e in json.loads((out / "results.json").read_text(encoding="utf-8"))}
     assert results["1PA001.mha"]["error_messages"] == []
     assert "region.json" in results["scan9.mha"]["error_messages"][0]
     assert not (out / "images" / "synthetic-ct" / "scan9.mha").exists()
@@ -183,7 +183,7 @@ def test_single_model_refuses_a_case_id_of_another_region(tmp_path: Path, models
     write_case(inp, "1PA001.mha", "1PA001.mha", seed=1)
     write_case(inp, "1BA001.mha", "1BA001.mha", seed=2)
     assert run_container(environment(inp, out, models / "brain")) == 1
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert "pelvis" in results[1]["error_messages"][0] and results[0]["error_messages"] == []
 
 
@@ -194,9 +194,9 @@ def test_bad_or_unserved_region_json_fails_every_case(tmp_path: Path, models: Pa
                                                       fragment: str) -> None:
     inp, out = tmp_path / "input", tmp_path / "output"
     write_case(inp, "1BA001.mha", "1BA001.mha")
-    (inp / "region.json").write_text(content)
+    (inp / "region.json").write_text(content, encoding="utf-8")
     assert run_container(environment(inp, out, models)) == 1
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert len(results) == 1 and results[0]["outputs"] == [] and fragment in results[0]["error_messages"][0]
     assert not (out / "images" / "synthetic-ct" / "1BA001.mha").exists()
 
@@ -210,13 +210,13 @@ def tampered_copies(models: Path, tmp_path: Path) -> dict[str, Path]:
     copies["onnx_changed"] = onnx_changed.parent
     hash_edited = tmp_path / "hash_edited" / "brain"
     shutil.copytree(models / "brain", hash_edited)
-    manifest = json.loads((hash_edited / "model.json").read_text())
+    manifest = json.loads((hash_edited / "model.json").read_text(encoding="utf-8"))
     manifest["onnx"]["sha256"] = "0" * 64
-    (hash_edited / "model.json").write_text(json.dumps(manifest))
+    (hash_edited / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
     copies["hash_edited"] = hash_edited.parent
     broken_json = tmp_path / "broken_json" / "brain"
     shutil.copytree(models / "brain", broken_json)
-    (broken_json / "model.json").write_text("{")
+    (broken_json / "model.json").write_text("{", encoding="utf-8")
     copies["broken_json"] = broken_json.parent
     return copies
 
@@ -227,7 +227,7 @@ def test_tampered_model_packages_are_refused(tmp_path: Path, models: Path) -> No
     for kind, models_dir in tampered_copies(models, tmp_path).items():
         out = tmp_path / f"out_{kind}"
         assert run_container(environment(inp, out, models_dir)) == 1, kind
-        message = json.loads((out / "results.json").read_text())[0]["error_messages"][0]
+        message = json.loads((out / "results.json").read_text(encoding="utf-8"))[0]["error_messages"][0]
         assert ("sha256" if kind != "broken_json" else "JSON") in message, (kind, message)
         assert not (out / "images" / "synthetic-ct" / "1BA001.mha").exists()
 
@@ -235,7 +235,7 @@ def test_tampered_model_packages_are_refused(tmp_path: Path, models: Path) -> No
 def test_no_input_images_is_fatal(tmp_path: Path, models: Path) -> None:
     out = tmp_path / "output"
     assert run_container(environment(tmp_path / "empty", out, models)) == 2
-    assert json.loads((out / "results.json").read_text()) == []
+    assert json.loads((out / "results.json").read_text(encoding="utf-8")) == []
 
 
 def test_bad_environment_is_fatal(tmp_path: Path, models: Path) -> None:
@@ -243,7 +243,7 @@ def test_bad_environment_is_fatal(tmp_path: Path, models: Path) -> None:
     write_case(inp, "1BA001.mha", "1BA001.mha")
     for name, value in (("SYNTHCT_BATCH_SIZE", "zero"), ("SYNTHCT_BATCH_SIZE", "0"), ("SYNTHCT_BACKEND", "torch")):
         assert run_container({**environment(inp, out, models), name: value}) == 2
-        assert json.loads((out / "results.json").read_text()) == []
+        assert json.loads((out / "results.json").read_text(encoding="utf-8")) == []
 
 
 def test_algorithm_imports_no_torch() -> None:
@@ -271,7 +271,7 @@ def test_synthct_predict_files_and_folders(tmp_path: Path, models: Path) -> None
                          "--region", "Pelvis", "--out", str(tmp_path / "out2"), "--no-progress"])
     assert code == 0
     check_output(tmp_path / "out2" / "caseA.mha", mr, mask, reference, PELVIS)
-    results = json.loads((tmp_path / "out2" / "results.json").read_text())
+    results = json.loads((tmp_path / "out2" / "results.json").read_text(encoding="utf-8"))
     assert results[0]["outputs"][0]["filename"] == str(tmp_path / "out2" / "caseA.mha")
 
     assert synthct_main(["predict", "--mr", str(mri), "--mask", str(body), "--model", str(models),
@@ -324,7 +324,7 @@ def test_backend_selection_without_gpu_or_tensorrt(tmp_path: Path, models: Path)
     package_dir = tmp_path / "with_engine"
     shutil.copytree(models / "brain", package_dir)
     (package_dir / "model.plan").write_bytes(b"pretend engine")
-    manifest = json.loads((package_dir / "model.json").read_text())
+    manifest = json.loads((package_dir / "model.json").read_text(encoding="utf-8"))
     manifest["tensorrt"] = {**file_entry(package_dir / "model.plan"), "precision": "fp16", "max_batch": 4,
                             "tensorrt_version": "10.9.0"}
     write_manifest(package_dir, manifest)

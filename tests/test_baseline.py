@@ -92,7 +92,7 @@ def test_run_baseline_fits_and_beats_a_constant(brain_data: Path, tmp_path: Path
     assert case["id"] == "1BA004" and np.isfinite(case["mae"]) and np.isfinite(case["psnr"])
     assert 0.0 < case["ssim"] < 1.0
     assert report["aggregates"]["mae"]["mean"] == pytest.approx(case["mae"])
-    written = json.loads((tmp_path / "baseline.json").read_text())
+    written = json.loads((tmp_path / "baseline.json").read_text(encoding="utf-8"))
     assert written["cases"] == report["cases"] and written["mapping"]["method"] == report["method"]
     # The best constant HU inside the training masks does clearly worse.
     cases = {c.case_id: c for c in find_cases(brain_data)}
@@ -114,6 +114,6 @@ def test_baseline_cli(brain_data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "method isotonic" in out and "mean" in out
     assert (tmp_path / "baseline.json").exists()
     bad_split = tmp_path / "split.json"
-    bad_split.write_text(json.dumps({"train": ["1BA001"], "val": ["1BA999"]}))
+    bad_split.write_text(json.dumps({"train": ["1BA001"], "val": ["1BA999"]}), encoding="utf-8")
     assert cli_main(["baseline", "--data", str(brain_data), "--region", "brain", "--split", str(bad_split),
                      "--no-progress"]) == 1

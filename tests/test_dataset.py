@@ -60,7 +60,7 @@ def test_round_trip_synthrad2023_layout(phantom_root: Path) -> None:
     assert find_cases(phantom_root / "Task1", region="pelvis") == cases[2:]
     assert find_cases(phantom_root / "Task1" / "brain") == cases[:2]
     volumes = load_case(cases[2])
-    seed = json.loads((phantom_root / "Task1" / "pelvis" / "phantom.json").read_text())["cases"][0]["seed"]
+    seed = json.loads((phantom_root / "Task1" / "pelvis" / "phantom.json").read_text(encoding="utf-8"))["cases"][0]["seed"]
     expected = generate_volumes("pelvis", seed, "small")
     assert volumes.mr.dtype == np.float32 and volumes.ct is not None and volumes.ct.dtype == np.float32
     assert volumes.mask.dtype == np.uint8 and set(np.unique(volumes.mask)) <= {0, 1}
@@ -177,10 +177,10 @@ def test_split_is_seeded_balanced_and_round_trips(tmp_path: Path) -> None:
         make_split(["a", "a", "b"])
     path = write_split(tmp_path / "split.json", split)
     assert read_split(path) == split
-    path.write_text('{"train": ["a"], "val": ["a"]}')
+    path.write_text('{"train": ["a"], "val": ["a"]}', encoding="utf-8")
     with pytest.raises(DatasetError, match="both train and val"):
         read_split(path)
-    path.write_text("{not json")
+    path.write_text("{not json", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"split\.json"):
         read_split(path)
 

@@ -30,7 +30,7 @@ def _strict_json(path: Path) -> dict[str, Any]:
     def reject(token: str) -> None:
         raise AssertionError(f"{path} holds {token}: not strict JSON")
 
-    return json.loads(path.read_text(), parse_constant=reject)
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=reject)
 
 
 def _records(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -84,7 +84,7 @@ def test_local_cli_scores_every_case_and_writes_pictures(dataset: dict[str, Any]
     maes = [records[c]["mae"] for c in CASE_IDS]
     assert payload["aggregates"]["mae"]["mean"] == pytest.approx(np.mean(maes))
     assert payload["aggregates"]["ssim"]["count"] == 3
-    report = (root / "pictures" / "report.md").read_text()
+    report = (root / "pictures" / "report.md").read_text(encoding="utf-8")
     assert "| 1PA002 |" in report and "(1PA002.png)" in report and "SSIM" in report
 
 
@@ -233,7 +233,7 @@ def test_container_mode_scores_grand_challenge_jobs(dataset: dict[str, Any], wri
         jobs.append(job)
         write_image(dataset["arrays"][case_id][1], root / "input" / pk / "output" / "images" / "synthetic-ct" /
                     job["outputs"][0]["image"]["name"])  # fmt: skip
-    (root / "input" / "predictions.json").write_text(json.dumps(jobs))
+    (root / "input" / "predictions.json").write_text(json.dumps(jobs), encoding="utf-8")
     code, payload = _run_container(root)
     assert code == 0
     records = _records(payload)
@@ -255,7 +255,7 @@ def test_container_mode_reports_missing_outputs_and_uncovered_cases(dataset: dic
                 "out.mha")  # fmt: skip
     empty = _gc_job("job-empty", "1PA002.mha")  # the algorithm wrote nothing
     unknown = _gc_job("job-unknown", "2XY001.mha")
-    (root / "input" / "predictions.json").write_text(json.dumps([good, empty, unknown]))
+    (root / "input" / "predictions.json").write_text(json.dumps([good, empty, unknown]), encoding="utf-8")
     code, payload = _run_container(root)
     assert code == 1
     records = {(r["case_id"], r.get("pk")): r for r in payload["results"]}
@@ -270,7 +270,7 @@ def test_container_mode_reports_missing_outputs_and_uncovered_cases(dataset: dic
 def test_container_mode_with_broken_job_list_still_writes_metrics(tmp_path: Path, dataset: dict[str, Any]) -> None:
     root = dataset["root"]
     (root / "input").mkdir()
-    (root / "input" / "predictions.json").write_text("{not json")
+    (root / "input" / "predictions.json").write_text("{not json", encoding="utf-8")
     code, payload = _run_container(root)
     assert code == 1
     assert "predictions.json" in payload["error"] and payload["results"] == []

@@ -68,9 +68,9 @@ def _copy_package(source: Path, target: Path) -> Path:
 
 
 def _rewrite_manifest(folder: Path, change: Any) -> None:
-    manifest = json.loads((folder / "model.json").read_text())
+    manifest = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     change(manifest)
-    (folder / "model.json").write_text(json.dumps(manifest))
+    (folder / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------- the package
@@ -79,7 +79,7 @@ def _rewrite_manifest(folder: Path, change: Any) -> None:
 def test_package_is_self_describing_and_verified(exported: tuple[Path, Path, dict[str, Any]]) -> None:
     checkpoint, out, manifest = exported
     package = load_model_package(out, expected_region="brain")
-    on_disk = json.loads((out / "model.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    on_disk = json.loads((out / "model.json").read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     assert on_disk == manifest
     assert package.patch_size == (64, 64, 64) and package.overlap == 0.5
     assert manifest["blend"] == "gaussian" and manifest["sigma_scale"] == 0.125
@@ -242,17 +242,17 @@ def test_move_into_place_swaps_whole_folders(tmp_path: Path) -> None:
     def folder(name: str, content: str) -> Path:
         path = tmp_path / name
         path.mkdir()
-        (path / "model.json").write_text(content)
+        (path / "model.json").write_text(content, encoding="utf-8")
         return path
 
     out = tmp_path / "brain"
     move_into_place(folder("staging1", "first"), out, force=False)
-    assert (out / "model.json").read_text() == "first"
+    assert (out / "model.json").read_text(encoding="utf-8") == "first"
     with pytest.raises(ExportError, match="not empty"):
         move_into_place(folder("staging2", "second"), out, force=False)
-    assert (out / "model.json").read_text() == "first" and (tmp_path / "staging2").is_dir()
+    assert (out / "model.json").read_text(encoding="utf-8") == "first" and (tmp_path / "staging2").is_dir()
     move_into_place(tmp_path / "staging2", out, force=True)
-    assert (out / "model.json").read_text() == "second"
+    assert (out / "model.json").read_text(encoding="utf-8") == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["brain"]  # the replaced package is gone
 
 

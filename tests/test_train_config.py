@@ -79,7 +79,7 @@ def test_overrides_are_parsed_as_yaml() -> None:
 
 def test_file_then_overrides_and_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("train:\n  epochs: 5\n  batch_size: 4\nloss:\n  alpha: 0.5\n")
+    path.write_text("train:\n  epochs: 5\n  batch_size: 4\nloss:\n  alpha: 0.5\n", encoding="utf-8")
     config = load_config(path, ["train.epochs=9"])
     assert (config.train.epochs, config.train.batch_size, config.loss.alpha) == (9, 4, 0.5)
     again = config_from_dict(yaml.safe_load(dump_config(config)))
@@ -87,13 +87,13 @@ def test_file_then_overrides_and_round_trip(tmp_path: Path) -> None:
     assert diff_configs(config.to_dict(), again.to_dict()) == []
     assert diff_configs(config.to_dict(), load_config(path).to_dict()) == ["train.epochs"]
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  epocs: 5\n")
+    bad.write_text("train:\n  epocs: 5\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"{bad.name}.*'train\.epocs'.*'train\.epochs'"):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     listed = tmp_path / "list.yaml"
-    listed.write_text("- 1\n- 2\n")
+    listed.write_text("- 1\n- 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(listed)
 

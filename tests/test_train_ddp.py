@@ -57,7 +57,7 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
         validation={"every_epochs": 0, "at_end": True, "batch_size": 1},
     ))
     script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
+    script.write_text(RANK_SCRIPT, encoding="utf-8")
     run_dir, report = tmp_path / "run", tmp_path / "report"
     report.mkdir()
     process = subprocess.run(
@@ -66,7 +66,7 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300,
     )
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((report / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["steps"] for r in ranks] == [2, 2]  # both ranks stepped
     assert [r["result_step"] for r in ranks] == [2, 2]

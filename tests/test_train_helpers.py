@@ -42,7 +42,7 @@ def write_tiny_dataset(root: Path, n_cases: int = 3, shape: tuple[int, int, int]
 
 def tiny_config(**sections: dict[str, Any]) -> dict[str, Any]:
     """configs/tiny.yaml (feature_size 12, depths 1, 64³, batch 1) with ``sections`` merged in, progress off."""
-    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text(encoding="utf-8"))
     config.setdefault("logging", {}).update({"progress": False, "tensorboard": False})
     config["data"]["augment"]["enabled"] = False
     for name, values in sections.items():
@@ -51,7 +51,7 @@ def tiny_config(**sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 

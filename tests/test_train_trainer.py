@@ -48,16 +48,16 @@ def test_short_run_writes_checkpoints_logs_and_validation(dataset: Path, tmp_pat
     assert torch.load(out / "best.pt", weights_only=True)["step"] == 2  # validated once, at the epoch's end
     validations = sorted((out / "validation").glob("step_*.json"))
     assert [p.name for p in validations] == ["step_00000002.json"]
-    payload = json.loads(validations[0].read_text())
-    assert set(payload["cases"]) == set(json.loads((out / "split.json").read_text())["val"])
+    payload = json.loads(validations[0].read_text(encoding="utf-8"))
+    assert set(payload["cases"]) == set(json.loads((out / "split.json").read_text(encoding="utf-8"))["val"])
     assert math.isfinite(payload["mean"]["mae"]) and payload["mean"]["mae"] > 0
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     train_records = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train_records] == [1, 2]
     assert {"l1", "ssim", "gan", "total", "d"} <= set(train_records[0])
     assert records[-1]["kind"] == "end" and records[-1]["stopped"] == "max_steps"
     # the resolved config in the run folder is complete and valid
-    saved = config_from_dict(__import__("yaml").safe_load((out / "config.yaml").read_text()))
+    saved = config_from_dict(__import__("yaml").safe_load((out / "config.yaml").read_text(encoding="utf-8")))
     assert saved.to_dict() == checkpoint["config"]
 
 

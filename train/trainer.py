@@ -12,11 +12,13 @@ Run folder: ``config.yaml`` (resolved config), ``split.json``, ``last.pt``, ``be
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -225,6 +227,35 @@ def steps_per_epoch(n_train: int, config: Config, world_size: int) -> int:
     return max(1, math.ceil(patches / (config.train.batch_size * world_size)))
 
 
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of returning it to the OS after every step (Linux/glibc only).
+
+    Training allocates and frees tens of MB per activation; with glibc's defaults each such block is a fresh
+    ``mmap`` whose pages fault in again on every step, which on CPU costs ~30 % of a step in kernel time. Raising
+    the mmap and trim thresholds (and padding heap growth) removes most of it. The environment variable
+    ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736`` (set before
+    the process starts) goes further, as ``mallopt`` caps the mmap threshold at 32 MiB. Returns True if applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    settings = (  # (mallopt parameter, value, tunable name, legacy environment variable)
+        (-3, 32 * 1024 * 1024, "mmap_threshold", "MALLOC_MMAP_THRESHOLD_"),
+        (-1, 2**31 - 1, "trim_threshold", "MALLOC_TRIM_THRESHOLD_"),
+        (-2, 256 * 1024 * 1024, "top_pad", "MALLOC_TOP_PAD_"),
+    )
+    applied = False
+    for parameter, value, tunable, variable in settings:
+        if f"glibc.malloc.{tunable}" in tunables or variable in os.environ:
+            continue  # the user's setting wins
+        applied |= libc.mallopt(parameter, value) == 1
+    return applied
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -290,7 +321,10 @@ class Trainer:
             torch.set_num_threads(threads)
         elif kind == "cpu" and self.info.local_world_size > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.info.local_world_size))
-        return select_device(requested, self.info)
+        device = select_device(requested, self.info)
+        if device.type == "cpu":
+            tune_cpu_allocator()
+        return device
 
     def _load_split(self, case_ids: Sequence[str]) -> dict[str, Any]:
         data = self.config.data
@@ -433,9 +467,13 @@ class Trainer:
             patch = self.config.data.patch_size
             predictor = make_predictor(self.models.generator, self.models.device, self.models.amp_dtype)
             self.models.generator.eval()
-            began = time.monotonic()
-            predictor(np.full((batch, 1, *patch), -1.0, dtype=np.float32))
-            per_batch = time.monotonic() - began
+            windows = np.full((batch, 1, *patch), -1.0, dtype=np.float32)
+            timings = []
+            for _ in range(2):  # the first call also sets up kernels: the second is the one to go by
+                began = time.monotonic()
+                predictor(windows)
+                timings.append(time.monotonic() - began)
+            per_batch = timings[-1]
             self.models.generator.train()
             batches = sum(math.ceil(count_windows([v], self.config) / batch) for v in self.val_volumes)
             self.validation_estimate_s = 1.2 * per_batch * batches + 1.0 * len(self.val_volumes) + 1.0
