@@ -162,7 +162,8 @@ def test_region_from_case_id_when_region_json_is_absent(tmp_path: Path, models: 
     assert result.returncode == 1, result.stdout + result.stderr
     reference = sitk.ReadImage(str(inp / "images" / "mri" / "1PA001.mha"))
     check_output(out / "images" / "synthetic-ct" / "1PA001.mha", *pelvis_case, reference, PELVIS)
-    results = {Path(e["inputs"][0]["filename"]).name: e for e in json.loads((out / "results.json").read_text(encoding="utf-8"))}
+    entries = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    results = {Path(e["inputs"][0]["filename"]).name: e for e in entries}
     assert results["1PA001.mha"]["error_messages"] == []
     assert "region.json" in results["scan9.mha"]["error_messages"][0]
     assert not (out / "images" / "synthetic-ct" / "scan9.mha").exists()

@@ -60,7 +60,8 @@ def test_round_trip_synthrad2023_layout(phantom_root: Path) -> None:
     assert find_cases(phantom_root / "Task1", region="pelvis") == cases[2:]
     assert find_cases(phantom_root / "Task1" / "brain") == cases[:2]
     volumes = load_case(cases[2])
-    seed = json.loads((phantom_root / "Task1" / "pelvis" / "phantom.json").read_text(encoding="utf-8"))["cases"][0]["seed"]
+    provenance = (phantom_root / "Task1" / "pelvis" / "phantom.json").read_text(encoding="utf-8")
+    seed = json.loads(provenance)["cases"][0]["seed"]
     expected = generate_volumes("pelvis", seed, "small")
     assert volumes.mr.dtype == np.float32 and volumes.ct is not None and volumes.ct.dtype == np.float32
     assert volumes.mask.dtype == np.uint8 and set(np.unique(volumes.mask)) <= {0, 1}

@@ -79,7 +79,8 @@ def _rewrite_manifest(folder: Path, change: Any) -> None:
 def test_package_is_self_describing_and_verified(exported: tuple[Path, Path, dict[str, Any]]) -> None:
     checkpoint, out, manifest = exported
     package = load_model_package(out, expected_region="brain")
-    on_disk = json.loads((out / "model.json").read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    text = (out / "model.json").read_text(encoding="utf-8")
+    on_disk = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     assert on_disk == manifest
     assert package.patch_size == (64, 64, 64) and package.overlap == 0.5
     assert manifest["blend"] == "gaussian" and manifest["sigma_scale"] == 0.125
