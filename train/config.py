@@ -226,6 +226,8 @@ def _check_range(value: float, meta: Mapping[str, Any], where: str) -> None:
 def _convert_scalar(value: Any, tp: Any, meta: Mapping[str, Any], where: str) -> Any:
     if typing.get_origin(tp) is Literal:
         allowed = typing.get_args(tp)
+        if value is False and "off" in allowed:  # YAML 1.1 reads a bare `off` as false
+            value = "off"
         if value not in allowed:
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
