@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ground_truth = data / "Task1" / region
     _run("6. evaluation", _synthct("evaluate", "--pred", str(container_output / "images" / "synthetic-ct"),
-                                   "--gt", str(ground_truth), "--mr", str(ground_truth), "--only-predicted",
+                                   "--gt", str(ground_truth), "--only-predicted",
                                    "--pictures", str(out / "evaluation"), "--out", str(out / "metrics.json")))
     _summary(out)
     return 0

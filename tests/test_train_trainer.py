@@ -137,3 +137,32 @@ def test_bad_input_messages(dataset: Path, tmp_path: Path, capsys: pytest.Captur
     assert code == 1
     assert "missing" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_time_budget_stops_in_time_and_validates_at_the_end(dataset: Path, tmp_path: Path) -> None:
+    budget_s = 24.0
+    config = config_from_dict(tiny_config(
+        train={"max_steps": 0, "epochs": 1000, "max_minutes": budget_s / 60.0},
+        validation={"every_epochs": 0, "at_end": True, "batch_size": 1},
+        optim={"schedule": "cosine", "warmup_steps": 2},
+        data={"root": str(dataset)},
+    ))
+    result = Trainer(config, tmp_path / "run").run()
+    assert result.stopped == "time_budget"
+    assert result.step >= 1
+    assert result.seconds <= budget_s + 10.0  # the estimate of the final validation may be off by a little
+    assert len(list((tmp_path / "run" / "validation").glob("*.json"))) == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == result.step
+
+
+def test_learning_rate_schedule() -> None:
+    from train.trainer import lr_factor
+
+    constant = config_from_dict({})
+    assert lr_factor(constant, 0, 0.0) == lr_factor(constant, 500, 0.7) == 1.0  # the paper: constant
+    cosine = config_from_dict({"optim": {"schedule": "cosine", "warmup_steps": 4, "min_lr_fraction": 0.1}})
+    assert lr_factor(cosine, 0, 0.0) == pytest.approx(0.25)
+    assert lr_factor(cosine, 3, 0.0) == pytest.approx(1.0)
+    assert lr_factor(cosine, 10, 0.5) == pytest.approx(0.55)
+    assert lr_factor(cosine, 10, 1.0) == pytest.approx(0.1)
+    assert lr_factor(cosine, 10, 2.0) == pytest.approx(0.1)

@@ -305,6 +305,7 @@ class Trainer:
         self.validation_estimate_s: float | None = None
         self.step_estimate_s: float | None = None
         self.checkpoint_estimate_s = 2.0
+        self.total_steps = 0
         self.info = DistInfo()
         self.models: StepModels | None = None
         self.train_volumes: list[TrainVolume] = []
@@ -525,6 +526,7 @@ class Trainer:
         total_steps = config.train.epochs * per_epoch
         if config.train.max_steps:
             total_steps = min(total_steps, config.train.max_steps)
+        self.total_steps = total_steps
         sync = (lambda ok: not any_rank([not ok], self.info, device)[0]) if self.info.enabled else None
         stopped = "completed"
         bar = tqdm(total=total_steps, initial=min(self.step, total_steps), desc="training", unit="step",
@@ -627,6 +629,11 @@ class Trainer:
             return
         for key, value in values.items():
             running.setdefault(key, []).append(value)
+        budget = self.config.train.max_minutes * 60.0
+        if budget > 0 and self.step_estimate_s:  # the bar's total: the steps the time budget leaves room for
+            reserve = self._estimate_validation() + self.checkpoint_estimate_s
+            left = max(0.0, budget - reserve - (time.monotonic() - self.started))
+            bar.total = max(self.step, min(self.total_steps, self.step + int(left / self.step_estimate_s)))
         bar.update(1)
         bar.set_postfix({"l1": f"{values['l1']:.4f}", "ssim": f"{values['ssim']:.3f}", "gan": f"{values['gan']:.3f}",
                          "d": f"{values['d']:.3f}", "ep": self.epoch}, refresh=False)
