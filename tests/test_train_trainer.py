@@ -140,7 +140,7 @@ def test_bad_input_messages(dataset: Path, tmp_path: Path, capsys: pytest.Captur
 
 
 def test_time_budget_stops_in_time_and_validates_at_the_end(dataset: Path, tmp_path: Path) -> None:
-    budget_s = 24.0
+    budget_s = 18.0
     config = config_from_dict(tiny_config(
         train={"max_steps": 0, "epochs": 1000, "max_minutes": budget_s / 60.0},
         validation={"every_epochs": 0, "at_end": True, "batch_size": 1},
