@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from train.config import config_from_dict
-from train.trainer import build_step_models, train_step
+from train.trainer import build_step_models, train_step, tune_cpu_allocator
 
 
 def _volumes(patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # as the trainer does
     config = config_from_dict({
         "model": {"feature_size": args.feature_size, "depths": [int(d) for d in args.depths.split(",")]},
         "data": {"patch_size": [args.patch] * 3},

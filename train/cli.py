@@ -14,6 +14,10 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from train.config import Config
 
 log = logging.getLogger("synthct.train")
 
@@ -36,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "step, RNG and sampler state)")
 
 
-def _resolve_config(args: argparse.Namespace):  # -> Config (train.config imported lazily with yaml only)
+def _resolve_config(args: argparse.Namespace) -> Config:
     from synthct.dataset import canonical_region
     from train.config import ConfigError, diff_configs, load_config
 
@@ -52,21 +56,19 @@ def _resolve_config(args: argparse.Namespace):  # -> Config (train.config import
         base = checkpoint_config
     elif args.config is None:
         raise ConfigError("--config FILE is required (configs/paper.yaml holds the paper's values)")
-    overrides = list(args.overrides)
+    assignments: dict[str, str] = {}
     if args.data is not None:
-        overrides.append(f"data.root={args.data.resolve()}")
+        assignments["data.root"] = str(args.data.resolve())
     if args.split is not None:
-        overrides.append(f"data.split={args.split.resolve()}")
+        assignments["data.split"] = str(args.split.resolve())
     if args.region is not None:
         try:
-            overrides.append(f"region={canonical_region(args.region)}")
+            assignments["region"] = canonical_region(args.region)
         except ValueError as exc:
             raise ConfigError(f"--region: {exc}") from exc
     elif base is None:
         raise ConfigError("--region is required (brain, pelvis, hn, th or ab)")
-    # paths go through YAML: quote them so that e.g. "yes" or "1e3" stay strings
-    overrides = [_quote_path_override(o) for o in overrides]
-    config = load_config(args.config, overrides, base=base)
+    config = load_config(args.config, args.overrides, base=base, assignments=assignments)
     if checkpoint_config is not None:
         fixed = [key for key in diff_configs(checkpoint_config, config.to_dict())
                  if key.startswith("model.") or key in ("region", "data.patch_size")]
@@ -79,25 +81,18 @@ def _resolve_config(args: argparse.Namespace):  # -> Config (train.config import
     return config
 
 
-def _quote_path_override(text: str) -> str:
-    key, _, value = text.partition("=")
-    if key in ("data.root", "data.split"):
-        return f"{key}='{value.replace(chr(39), chr(39) * 2)}'"
-    return text
-
-
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    from train.checkpoint import CheckpointError
     from train.config import ConfigError
 
     try:
         config = _resolve_config(args)
-    except ConfigError as exc:
+    except (ConfigError, CheckpointError) as exc:
         print(f"synthct train: config error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
     from synthct.dataset import DatasetError
-    from train.checkpoint import CheckpointError
     from train.trainer import DataProblem, Trainer, TrainingDiverged
 
     try:

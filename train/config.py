@@ -388,21 +388,31 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
-                base: Mapping[str, Any] | None = None) -> Config:
-    """Config from ``base`` (e.g. a checkpoint's config), then the YAML file, then ``--set`` overrides; validated.
+                base: Mapping[str, Any] | None = None, assignments: Mapping[str, Any] | None = None) -> Config:
+    """Config from ``base`` (e.g. a checkpoint's config), then the YAML file, then ``--set`` overrides, then
+    ``assignments`` (dotted key → Python value, e.g. from command-line options); validated.
 
-    Errors from the file are prefixed with its path.
+    Errors in the file are reported with its path, errors in an override with ``--set``.
     """
     values: dict[str, Any] = _deep_copy(base) if base is not None else {}
     if path is not None:
         values = _merge(values, read_config_file(path))
+        try:
+            config_from_dict(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
     values = apply_overrides(values, overrides)
     try:
-        return config_from_dict(values)
+        config_from_dict(values)
     except ConfigError as exc:
-        if path is not None and not overrides:
-            raise ConfigError(f"{path}: {exc}") from exc
-        raise
+        raise ConfigError(f"--set: {exc}") from exc
+    for key, value in (assignments or {}).items():
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return config_from_dict(values)
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
