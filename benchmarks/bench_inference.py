@@ -128,7 +128,7 @@ def main() -> int:
                        str(mask), "--out", str(folder), "--batch-size", str(args.batch_size), "--device", args.device]
             if args.threads:
                 command += ["--threads", str(args.threads)]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", check=False)
             if done.returncode != 0:
                 print(f"{name}: FAILED\n{done.stderr}", file=sys.stderr)
                 return 1

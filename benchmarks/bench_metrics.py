@@ -109,7 +109,7 @@ def run_child(which: str, data: Path, variant: str) -> dict:
     done = subprocess.run(
         [sys.executable, __file__, "--child", which, "--data", str(data), "--variant", variant],
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])

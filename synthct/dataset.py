@@ -29,7 +29,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from synthct.atomic import write_json_atomic
-from synthct.io import IMAGE_SUFFIXES, Geometry, ImageError, geometry_differences, read_image, strip_image_suffix
+from synthct.io import (
+    IMAGE_SUFFIXES,
+    Geometry,
+    ImageError,
+    geometry_differences,
+    read_header_geometry,
+    read_image,
+    strip_image_suffix,
+)
 
 MODALITIES = ("mr", "ct", "mask")
 REGION_ALIASES: dict[str, str] = {
@@ -267,30 +275,6 @@ def _check_case(
                     problems.append(f"{case_id}: {files[modality]}: geometry differs from {files['mr'].name}: "  # type: ignore[union-attr]
                                     + "; ".join(differences))
     return report
-
-
-def read_header_geometry(path: Path) -> Geometry:
-    """Geometry from the image header only (no voxels read). Raises ImageError naming the file."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        text = str(exc).strip()
-        reason = text.splitlines()[-1] if text else "unknown error"
-        raise ImageError(f"{path}: cannot be read as an image ({reason})") from exc
-    if reader.GetDimension() != 3:
-        raise ImageError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D of size {reader.GetSize()}")
-    if reader.GetNumberOfComponents() != 1:
-        raise ImageError(f"{path}: expected one component per voxel, got {reader.GetNumberOfComponents()}")
-    if min(reader.GetSize()) < 1:
-        raise ImageError(f"{path}: image is empty (size {reader.GetSize()})")
-    return Geometry(
-        tuple(int(s) for s in reader.GetSize()),
-        tuple(float(s) for s in reader.GetSpacing()),
-        tuple(float(o) for o in reader.GetOrigin()),
-        tuple(float(d) for d in reader.GetDirection()),
-    )
 
 
 def load_case(case: Case) -> CaseVolumes:

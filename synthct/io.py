@@ -33,7 +33,8 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
-    def of(cls, image: sitk.Image) -> Geometry:
+    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+        """Geometry of an image, or of a file reader after ``ReadImageInformation`` (header only)."""
         return cls(
             tuple(int(s) for s in image.GetSize()),
             tuple(float(s) for s in image.GetSpacing()),
@@ -79,13 +80,33 @@ def read_image(path: str | os.PathLike[str], require_3d: bool = True) -> sitk.Im
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
         raise ImageError(f"{path}: cannot be read as an image ({first_line})") from exc
     if require_3d:
-        if image.GetDimension() != 3:
-            raise ImageError(f"{path}: expected a 3-D image, got {image.GetDimension()}-D of size {image.GetSize()}")
-        if image.GetNumberOfComponentsPerPixel() != 1:
-            raise ImageError(f"{path}: expected one component per voxel, got {image.GetNumberOfComponentsPerPixel()}")
-        if min(image.GetSize()) < 1:
-            raise ImageError(f"{path}: image is empty (size {image.GetSize()})")
+        _check_3d(path, image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize())
     return image
+
+
+def _check_3d(path: Path, dimension: int, components: int, size: tuple[int, ...]) -> None:
+    """Raise :class:`ImageError` unless the image is a non-empty, single-component 3-D image."""
+    if dimension != 3:
+        raise ImageError(f"{path}: expected a 3-D image, got {dimension}-D of size {size}")
+    if components != 1:
+        raise ImageError(f"{path}: expected one component per voxel, got {components}")
+    if min(size) < 1:
+        raise ImageError(f"{path}: image is empty (size {size})")
+
+
+def read_header_geometry(path: str | os.PathLike[str]) -> Geometry:
+    """Geometry from the image header only (no voxels read). Raises :class:`ImageError` naming the file."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        text = str(exc).strip()
+        reason = text.splitlines()[-1] if text else "unknown error"
+        raise ImageError(f"{path}: cannot be read as an image ({reason})") from exc
+    _check_3d(path, reader.GetDimension(), reader.GetNumberOfComponents(), reader.GetSize())
+    return Geometry.of(reader)
 
 
 def read_array(path: str | os.PathLike[str], dtype: type = np.float32) -> tuple[np.ndarray, sitk.Image]:

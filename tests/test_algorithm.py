@@ -73,7 +73,7 @@ def environment(input_dir: Path, output_dir: Path, models_dir: Path) -> dict[str
 
 def run_algorithm(input_dir: Path, output_dir: Path, models_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "algorithm"], env=environment(input_dir, output_dir, models_dir),
-                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+                          cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
 
 
 def check_output(path: Path, mr: np.ndarray, mask: np.ndarray, reference: sitk.Image, params: dict) -> None:

@@ -215,7 +215,8 @@ def _run_container(root: Path, **env: str) -> tuple[int, dict[str, Any]]:
         **env,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "evaluation"], env=environment, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "evaluation"],
+        env=environment, capture_output=True, text=True, encoding="utf-8", timeout=300,
     )
     metrics_path = root / "output" / "metrics.json"
     assert metrics_path.exists(), done.stderr
@@ -322,5 +323,7 @@ def test_evaluation_imports_no_heavy_frameworks() -> None:
         " if m in sys.modules)\n"
         "print(','.join(heavy))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", timeout=120, check=True
+    )
     assert done.stdout.strip() == ""

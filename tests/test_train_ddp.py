@@ -63,7 +63,7 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
     process = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          str(config_path), str(run_dir), str(report)],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, encoding="utf-8", timeout=300,
     )
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     ranks = [json.loads((report / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]

@@ -55,7 +55,7 @@ def test_kill9_then_resume_continues_from_the_checkpoint(tmp_path: Path) -> None
 
     # resume for exactly one more step
     resumed = subprocess.run(_train(["--out", str(run), "--resume", "--set", f"train.max_steps={step + 1}"]),
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                             cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run / 'last.pt'}: step {step}" in resumed.stderr
     after = load_checkpoint(run / "last.pt")
@@ -67,7 +67,7 @@ def test_kill9_then_resume_continues_from_the_checkpoint(tmp_path: Path) -> None
     # the same run without the interruption reaches the same weights and optimiser state
     straight = tmp_path / "straight"
     uninterrupted = subprocess.run(_train([*common, "--out", str(straight), "--set", f"train.max_steps={step + 1}"]),
-                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                                   cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     reference = load_checkpoint(straight / "last.pt")
     assert reference["step"] == step + 1
