@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,14 @@ def test_ct_without_identity_is_marked_synthetic(tmp_path: Path) -> None:
     again = write_ct_series(hu, tmp_path / "ct2", identity=None, model_name="m", model_sha256=SHA)
     other = pydicom.dcmread(again[0], stop_before_pixels=True)
     assert other.StudyInstanceUID != header.StudyInstanceUID and other.FrameOfReferenceUID != header.FrameOfReferenceUID
+
+
+def test_ct_without_source_study_keeps_given_body_part(tmp_path: Path) -> None:
+    files = write_ct_series(hu_image(mr_image()), tmp_path / "ct", identity={"BodyPartExamined": "PELVIS"},
+                            model_name="m", model_sha256=SHA)
+    header = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert header.BodyPartExamined == "PELVIS" and "Laterality" not in header
+    assert str(header.PatientID).startswith("SYNTHCT-") and "SYNTHCT" in str(header.PatientName)
 
 
 def test_ct_long_model_name_fits_value_limits(tmp_path: Path) -> None:
@@ -484,6 +493,37 @@ def test_rescale_slope_and_intercept_are_applied(tmp_path: Path) -> None:
         edit(path, RescaleSlope="2", RescaleIntercept="-100")
     values = sitk.GetArrayFromImage(read_dicom_series(folder).image)
     np.testing.assert_array_equal(values, sitk.GetArrayFromImage(image) * 2 - 100)
+
+
+def test_jpeg_lossless_series_is_decoded(tmp_path: Path) -> None:
+    """PACS exports are often JPEG Lossless; pydicom alone cannot decode it, the reader falls back to GDCM."""
+    folder = tmp_path / "mr"
+    image = mr_image(integral=True)
+    files = write_mr_series(image, folder)
+    for path in files:
+        compressed_path = tmp_path / "jpeg.dcm"
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(compressed_path))
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")
+        writer.Execute(sitk.ReadImage(str(path)))
+        compressed = pydicom.dcmread(compressed_path)
+        dataset = pydicom.dcmread(path)
+        dataset.file_meta.TransferSyntaxUID = compressed.file_meta.TransferSyntaxUID
+        dataset.PixelData = compressed.PixelData
+        dataset["PixelData"].VR = "OB"
+        dataset.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID.is_compressed
+    values = sitk.GetArrayFromImage(read_dicom_series(folder).image)
+    np.testing.assert_array_equal(values, sitk.GetArrayFromImage(image))
+
+
+def test_dicom_package_imports_no_torch() -> None:
+    code = ("import sys, synthct.dicom; bad = [m for m in ('torch', 'monai', 'train', 'algorithm', 'evaluation') "
+            "if m in sys.modules]; sys.exit(str(bad) if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, (result.stdout + result.stderr).decode("utf-8", errors="replace")
 
 
 def test_dicom_error_is_an_image_error(tmp_path: Path) -> None:

@@ -40,8 +40,9 @@ def write_ct_series(sct: sitk.Image, folder: Path, *, identity: Mapping[str, str
 
     HU are rounded to integers and stored as int16 with RescaleSlope 1, RescaleIntercept -1024. The geometry
     (oblique included) comes from the image. With ``identity`` (from :class:`~synthct.dicom.DicomVolume`),
-    patient, study and FrameOfReferenceUID are copied, so the sCT lies in the MR's frame; without it, fresh UIDs
-    and PatientName ``SYNTHCT^NO SOURCE IDENTITY`` / PatientID ``SYNTHCT-<hex>`` mark it as synthetic. Series and
+    patient, study and FrameOfReferenceUID are copied, so the sCT lies in the MR's frame; without it (or with
+    one lacking StudyInstanceUID, e.g. ``{"BodyPartExamined": "HEAD"}`` for a non-DICOM MR), fresh UIDs and
+    PatientName ``SYNTHCT^NO SOURCE IDENTITY`` / PatientID ``SYNTHCT-<hex>`` mark it as synthetic. Series and
     instance UIDs are always new. The folder is written atomically and replaces an existing one.
     """
     folder = Path(folder)

@@ -59,20 +59,25 @@ def checked_identity(identity: Mapping[str, str]) -> dict[str, str]:
 def derived_identity(identity: Mapping[str, str] | None) -> dict[str, str]:
     """Identity for a derived series: the source's, completed; or a fresh one marked as synthetic.
 
-    Without a source identity: new StudyInstanceUID and FrameOfReferenceUID, PatientName
-    ``SYNTHCT^NO SOURCE IDENTITY`` and PatientID ``SYNTHCT-<8 hex digits of the study UID>``. With one, attributes
-    that must not be empty (PatientID, StudyInstanceUID, FrameOfReferenceUID) are filled in when the source lacks
-    them; everything else is copied as it is.
+    Without a source study (``identity`` None, or without StudyInstanceUID, e.g. only ``BodyPartExamined``):
+    new StudyInstanceUID and FrameOfReferenceUID, PatientName ``SYNTHCT^NO SOURCE IDENTITY``, PatientID
+    ``SYNTHCT-<8 hex digits of the study UID>``, StudyID ``SYNTHCT``; given attributes override these. With a
+    source study, everything is copied as it is, and the attributes that must not be empty (PatientID,
+    FrameOfReferenceUID) are filled in when the source lacks them.
     """
-    result = checked_identity(identity) if identity is not None else {}
-    if not result.get("StudyInstanceUID"):
-        result["StudyInstanceUID"] = generate_uid()
+    given = {keyword: value for keyword, value in checked_identity(identity or {}).items() if value}
+    if given.get("StudyInstanceUID"):
+        result = checked_identity(identity or {})
+    else:
+        result = {
+            "PatientName": SYNTHETIC_PATIENT_NAME,
+            "StudyInstanceUID": generate_uid(),
+            "StudyID": "SYNTHCT",
+            "StudyDescription": "Synthetic CT (no DICOM source)",
+            **given,
+        }
     if not result.get("FrameOfReferenceUID"):
         result["FrameOfReferenceUID"] = generate_uid()
-    if identity is None:
-        result["PatientName"] = SYNTHETIC_PATIENT_NAME
-        result["StudyID"] = "SYNTHCT"
-        result["StudyDescription"] = "Synthetic CT (no DICOM source)"
     if not result.get("PatientID"):
         digest = hashlib.sha256(result["StudyInstanceUID"].encode("ascii")).hexdigest()[:8].upper()
         result["PatientID"] = f"SYNTHCT-{digest}"

@@ -36,11 +36,11 @@ def write_mr_series(image: sitk.Image, folder: Path, *, identity: Mapping[str, s
                     series_description: str = "T1 MPRAGE") -> list[Path]:
     """Write ``image`` (3-D MR, any pixel type) as an MR series into ``folder``; returns the files sorted by name.
 
-    Values are stored as uint16 with RescaleSlope/RescaleIntercept (exact for integer images within 0..65535,
-    else within half a slope). Files are named ``IM0001`` + ``suffix`` (``""`` for none). With ``shuffle_seed``,
-    file names and InstanceNumbers are two random permutations of the slice order, so a reader must order by
-    ImagePositionPatient. ``identity`` overrides the fresh phantom patient/study/frame-of-reference attributes.
-    The folder is written atomically.
+    Values are stored as uint16: as they are for integer images within 0..65535, else with RescaleSlope and
+    RescaleIntercept (within half a slope). Files are named ``IM0001`` + ``suffix`` (``""`` for none). With
+    ``shuffle_seed``, file names and InstanceNumbers are two random permutations of the slice order, so a reader
+    must order by ImagePositionPatient. ``identity`` overrides the fresh phantom patient / study / frame of
+    reference attributes. The folder is written atomically.
     """
     folder = Path(folder)
     stack = slice_stack(image, str(folder))
@@ -142,9 +142,9 @@ def _mr_datasets(stack: SliceStack, stored: np.ndarray, rescale: tuple[float, fl
         dataset.ReceiveCoilName = "HeadNeck_20"
         set_plane(dataset, stack, index)
         set_pixels(dataset, slice_values)
-        dataset.RescaleIntercept = ds_text(rescale[1])
-        dataset.RescaleSlope = ds_text(rescale[0])
-        dataset.RescaleType = "US"
+        if rescale != (1.0, 0.0):  # as some scanners do; not part of the standard MR IOD (dciodvfy warns)
+            dataset.RescaleIntercept = ds_text(rescale[1])
+            dataset.RescaleSlope = ds_text(rescale[0])
         dataset.WindowCenter = ds_text((low + high) / 2)
         dataset.WindowWidth = ds_text(max(high - low, 1.0))
         yield dataset
