@@ -73,8 +73,8 @@ def picture(path: Path, mr: np.ndarray, auto: np.ndarray, reference: np.ndarray,
     for ax, (image, a, r, aspect, name) in zip(axes, views, strict=True):
         origin = "lower" if name != "axial" else "upper"
         ax.imshow(image, cmap="gray", vmin=0, vmax=vmax, aspect=aspect, origin=origin)
-        ax.contour(r, levels=[0.5], colors="lime", linewidths=1.0, origin=origin)
-        ax.contour(a, levels=[0.5], colors="red", linewidths=1.0, linestyles="--", origin=origin)
+        ax.contour(r, levels=[0.5], colors="lime", linewidths=1.0)  # follows imshow's axes; origin= would flip it
+        ax.contour(a, levels=[0.5], colors="red", linewidths=1.0, linestyles="--")
         ax.set_title(name)
         ax.axis("off")
     figure.suptitle(f"{title}\nred dashed: automatic mask; green: phantom's own mask")

@@ -279,12 +279,12 @@ def test_container_missing_mask_falls_back_with_warning(tmp_path: Path, package:
 
 
 def test_qa_flags() -> None:
-    shape, spacing = (20, 60, 60), (2.0, 1.0, 1.0)
+    shape, spacing = (20, 60, 60), (2.0, 2.0, 2.0)  # body 80 mm wide: its core (eroded 20 mm) is 40 mm wide
     mask = np.zeros(shape, np.uint8)
     mask[:, 10:50, 10:50] = 1
     mr = np.full(shape, 500.0, np.float32)
     sct = np.where(mask > 0, 40, -1000).astype(np.int16)
-    sct[:, 20:24, 20:40] = 700  # ~5 % bone: inside the brain's usual range? no: below 6 %
+    sct[:, 20:24, 20:40] = 700  # 5 % bone: usual for a pelvis, too little for a head
     clean = case_statistics(sct, mask, mr, spacing, "pelvis")
     assert clean["flags"] == [] and sum(clean["histogram"]) == int(mask.sum())
     assert BONE_RANGE["pelvis"][0] < clean["bone_fraction"] < BONE_RANGE["pelvis"][1]
@@ -293,7 +293,9 @@ def test_qa_flags() -> None:
 
     touching = mask.copy()
     touching[:, 10:50, 0:10] = 1
-    assert "FOV border" in " | ".join(case_statistics(sct, touching, mr, spacing, "pelvis")["flags"])
+    assert "FOV border" not in " | ".join(case_statistics(sct, touching, mr, spacing, "pelvis")["flags"])  # air margin
+    sct_touching = np.where(touching > 0, sct.clip(min=40), -1000).astype(np.int16)
+    assert "FOV border" in " | ".join(case_statistics(sct_touching, touching, mr, spacing, "pelvis")["flags"])
     gassy = sct.copy()
     gassy[:, 25:35, 25:35] = -900  # air in the core of the body
     assert "air inside the body" in " | ".join(case_statistics(gassy, mask, mr, spacing, "pelvis")["flags"])
