@@ -222,8 +222,8 @@ tr.failed td {{ background: #fdecea; }}
 <h1>synthct QA — {len(rows)} case(s), {n_flagged} flagged or failed</h1>
 <p>Pictures: MR with the body mask (top), sCT over MR in HU (bottom), planes through the body's centre.
 Histogram: sCT HU inside the body mask (square-root counts; blue air &lt; {AIR_HU:g} HU, red soft tissue, yellow bone
-&gt; {BONE_HU:g} HU). Flags: body (tissue in the mask) at the FOV border; air in the body's core (mask eroded {CORE_EROSION_MM:g} mm)
-above {100 * AIR_LIMIT:g} %; bone fraction outside the region's usual range; MR maximum above
+&gt; {BONE_HU:g} HU). Flags: body (tissue in the mask) at the FOV border; air in the body's core (mask eroded
+{CORE_EROSION_MM:g} mm) above {100 * AIR_LIMIT:g} %; bone fraction outside the region's usual range; MR maximum above
 {MR_OUTLIER_RATIO:g} × its 99.5th percentile.</p>
 <table><tr><th>case</th><th>picture</th><th>HU histogram (in mask)</th><th>figures</th><th>flags</th></tr>
 {chr(10).join(lines)}
