@@ -98,10 +98,10 @@ def load_mr(case: CaseFiles) -> LoadedMR:
 
 
 def model_label(package: ModelPackage) -> tuple[str, str]:
-    """(name, sha256) identifying a package's network in derived DICOM: manifest ``name`` (else region and folder)
+    """(name, sha256) identifying a package's network in derived DICOM: manifest ``name`` (else ``synthct-<region>``)
     and the ONNX file's sha256 from the verified manifest."""
     manifest = package.manifest
-    name = str(manifest.get("name") or f"synthct {package.region} ({package.directory.name})")
+    name = str(manifest.get("name") or f"synthct-{package.region}")
     return name, str(manifest["onnx"]["sha256"])
 
 
