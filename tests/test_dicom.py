@@ -359,7 +359,9 @@ def test_two_series_in_one_folder_listed_and_choosable(tmp_path: Path) -> None:
         assert summary.series_uid in message and summary.description in message
     assert "7 slice" in message and "5 slice" in message and "--series" in message and str(folder) in message
     t2 = next(s for s in series if s.description == "T2 SPACE")
-    assert read_dicom_series(folder, series_uid=t2.series_uid).image.GetSize()[2] == 5
+    chosen = read_dicom_series(folder, series_uid=t2.series_uid)
+    assert chosen.image.GetSize()[2] == 5 and chosen.series_uid == t2.series_uid
+    assert any("skipped 1 other image series" in note and "T1 MPRAGE" in note for note in chosen.notes)
     with pytest.raises(DicomError, match=r"no image series with SeriesInstanceUID 1\.2\.3"):
         read_dicom_series(folder, series_uid="1.2.3")
 

@@ -80,6 +80,10 @@ def _choose(folder: Path, series: list[SeriesSummary], notes: list[str], series_
     if series_uid is not None:
         for summary in series:
             if summary.series_uid == series_uid:
+                others = [s for s in series if s is not summary]
+                if others:
+                    notes.append(f"chose series {series_uid}; skipped {len(others)} other image series in {folder}: "
+                                 + "; ".join(s.describe() for s in others))
                 return summary
         raise DicomError(f"{folder}: no image series with SeriesInstanceUID {series_uid}; the folder holds:\n{listing}")
     if len(series) > 1:
