@@ -469,7 +469,7 @@ def test_missing_geometry_is_an_error_naming_the_file(tmp_path: Path) -> None:
         read_dicom_series(folder)
 
 
-@pytest.mark.parametrize("damage", ["truncated pixels", "truncated header", "garbage after preamble"])
+@pytest.mark.parametrize("damage", ["truncated pixels", "truncated header", "garbage after preamble", "all garbage"])
 def test_corrupt_file_is_an_error_naming_it(tmp_path: Path, damage: str) -> None:
     folder = tmp_path / "mr"
     files = write_mr_series(mr_image(), folder, suffix="")
@@ -479,11 +479,16 @@ def test_corrupt_file_is_an_error_naming_it(tmp_path: Path, damage: str) -> None
         victim.write_bytes(data[: len(data) - 200])
     elif damage == "truncated header":
         victim.write_bytes(data[:420])
-    else:
+    elif damage == "garbage after preamble":
         victim.write_bytes(data[:132] + os.urandom(64) + b"\xff" * 400)
+    else:  # no longer recognisable as DICOM: ignored with a note, which the missing-slice error repeats
+        victim.write_bytes(b"\xff" * 600)
     with pytest.raises(DicomError) as caught:
         read_dicom_series(folder)
     message = str(caught.value)
+    if damage == "all garbage":
+        assert "missing slice" in message and f"non-DICOM file ({victim.name})" in message, message
+        return
     assert str(victim) in message and ("corrupt" in message or "pixel data cannot be read" in message), message
 
 
