@@ -427,6 +427,34 @@ def test_uneven_spacing_is_an_error(tmp_path: Path) -> None:
         read_dicom_series(folder)
 
 
+def test_rounded_scanner_geometry_is_accepted(tmp_path: Path) -> None:
+    """Scanners round positions (here to 0.01 mm) and direction cosines (here to 5 decimals)."""
+    folder = tmp_path / "mr"
+    image = mr_image("oblique")
+    files = write_mr_series(image, folder, suffix="", shuffle_seed=2)
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        edit(path, ImagePositionPatient=[f"{float(v):.2f}" for v in dataset.ImagePositionPatient],
+             ImageOrientationPatient=[f"{float(v):.5f}" for v in dataset.ImageOrientationPatient])
+    volume = read_dicom_series(folder)
+    assert not geometry_differences(image, volume.image, spacing_tol=1e-3, origin_tol_mm=0.01, direction_tol=1e-4)
+    direction = np.asarray(volume.image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+    write_ct_series(hu_image(volume.image), tmp_path / "ct", identity=volume.identity, model_name="m",
+                    model_sha256=SHA)
+    assert_same_geometry(volume.image, read_dicom_series(tmp_path / "ct").image)
+
+
+def test_gantry_tilt_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "mr"
+    write_mr_series(mr_image(), folder)
+    for index, path in enumerate(series_files(folder)):
+        position = [float(v) for v in pydicom.dcmread(path).ImagePositionPatient]
+        edit(path, ImagePositionPatient=[position[0], position[1] + 0.4 * index, position[2]])
+    with pytest.raises(DicomError, match="not stacked along the slice normal"):
+        read_dicom_series(folder)
+
+
 def test_mixed_orientation_is_an_error(tmp_path: Path) -> None:
     folder = tmp_path / "mr"
     write_mr_series(mr_image(), folder)

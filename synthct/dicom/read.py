@@ -21,6 +21,8 @@ ORIENTATION_TOL = 1e-4
 SPACING_REL_TOL = 0.01
 SPACING_ABS_TOL_MM = 0.005
 """A gap between neighbouring slices may differ from the series' spacing by 1 % + 0.005 mm."""
+IN_PLANE_TOL_MM = 0.02
+"""Slices may be offset in-plane from the first by 0.02 mm + 10 % of a pixel (rounded positions), not more."""
 
 
 @dataclass
@@ -124,8 +126,9 @@ def _read_slice(path: Path) -> _Slice:
     if min(np.linalg.norm(row), np.linalg.norm(column)) < 1e-6 or abs(row @ column) > 1e-3 * np.linalg.norm(
             row) * np.linalg.norm(column):
         raise DicomError(f"{path}: ImageOrientationPatient {list(orientation)} is not two orthogonal directions")
-    unit = (row / np.linalg.norm(row), column / np.linalg.norm(column))
-    return _Slice(path, dataset, np.stack(unit), position)
+    row = row / np.linalg.norm(row)
+    column = column - (column @ row) * row  # scanners round the cosines: make the pair exactly orthonormal
+    return _Slice(path, dataset, np.stack([row, column / np.linalg.norm(column)]), position)
 
 
 def _ordered(folder: Path, slices: list[_Slice]) -> list[_Slice]:
@@ -159,7 +162,7 @@ def _ordered(folder: Path, slices: list[_Slice]) -> list[_Slice]:
     shift = np.linalg.norm(in_plane - in_plane[0], axis=1)
     worst = int(np.argmax(shift))
     pixel = min(float(v) for v in reference.dataset.PixelSpacing)
-    if shift[worst] > max(0.01, 0.05 * pixel):
+    if shift[worst] > IN_PLANE_TOL_MM + 0.1 * pixel:
         raise DicomError(f"{folder}: slices are not stacked along the slice normal (gantry tilt or shear): "
                          f"{ordered[worst].path.name} is offset {shift[worst]:.3f} mm in-plane from "
                          f"{ordered[0].path.name}")
