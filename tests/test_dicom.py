@@ -305,6 +305,16 @@ def test_dciodvfy_reports_no_error_on_ct_and_mr_files(ct_case: dict, tmp_path: P
         assert dciodvfy_errors(path) == [], path
 
 
+@pytest.mark.skipif(shutil.which("dcentvfy") is None,
+                    reason="dcentvfy not on PATH: install Debian's dicom3tools (apt-get install dicom3tools)")
+def test_dcentvfy_finds_ct_and_mr_consistent_patient_study_and_frame(ct_case: dict) -> None:
+    """dicom3tools' entity check: the CT's patient, study and frame of reference agree with the MR's in every file."""
+    files = [str(p) for p in [*ct_case["ct_files"], *ct_case["mr_files"]]]
+    result = subprocess.run(["dcentvfy", *files], capture_output=True, timeout=120)
+    output = (result.stdout + result.stderr).decode("utf-8", errors="replace")
+    assert result.returncode == 0 and "Error" not in output, output
+
+
 # --- finding series and recognising files -----------------------------------------------------------------------
 
 
