@@ -465,6 +465,18 @@ def test_gantry_tilt_is_an_error(tmp_path: Path) -> None:
         read_dicom_series(folder)
 
 
+def test_two_slices_at_one_position_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "mr"
+    files = write_mr_series(mr_image(), folder)
+    dataset = pydicom.dcmread(files[3])
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.EchoNumbers = [2]
+    dataset.save_as(folder / "IM0003_echo2.dcm", enforce_file_format=True)
+    with pytest.raises(DicomError, match="at the same position") as caught:
+        read_dicom_series(folder)
+    assert files[3].name in str(caught.value) and "IM0003_echo2.dcm" in str(caught.value)
+
+
 def test_mixed_orientation_is_an_error(tmp_path: Path) -> None:
     folder = tmp_path / "mr"
     write_mr_series(mr_image(), folder)

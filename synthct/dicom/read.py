@@ -123,8 +123,8 @@ def _read_slice(path: Path) -> _Slice:
     if not all(np.isfinite(orientation)) or not all(np.isfinite(position)) or min(spacing) <= 0:
         raise DicomError(f"{path}: geometry not finite or PixelSpacing not positive")
     row, column = orientation[:3], orientation[3:]
-    if min(np.linalg.norm(row), np.linalg.norm(column)) < 1e-6 or abs(row @ column) > 1e-3 * np.linalg.norm(
-            row) * np.linalg.norm(column):
+    lengths = np.linalg.norm(row), np.linalg.norm(column)
+    if min(lengths) < 1e-6 or abs(row @ column) > 1e-3 * lengths[0] * lengths[1]:
         raise DicomError(f"{path}: ImageOrientationPatient {list(orientation)} is not two orthogonal directions")
     row = row / np.linalg.norm(row)
     column = column - (column @ row) * row  # scanners round the cosines: make the pair exactly orthonormal
@@ -157,7 +157,7 @@ def _ordered(folder: Path, slices: list[_Slice]) -> list[_Slice]:
     for previous, current, a, b in zip(ordered, ordered[1:], locations, locations[1:], strict=False):
         if b - a < SPACING_ABS_TOL_MM:
             raise DicomError(f"{folder}: {previous.path.name} and {current.path.name} are at the same position "
-                             f"({a:.3f} mm along the slice normal)")
+                             f"({a:.3f} mm along the slice normal; several echoes or phases in one series?)")
     in_plane = np.stack([s.position_mm - (s.position_mm @ normal) * normal for s in ordered])
     shift = np.linalg.norm(in_plane - in_plane[0], axis=1)
     worst = int(np.argmax(shift))
