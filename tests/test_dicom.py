@@ -305,6 +305,16 @@ def test_dciodvfy_reports_no_error_on_ct_and_mr_files(ct_case: dict, tmp_path: P
         assert dciodvfy_errors(path) == [], path
 
 
+@pytest.mark.skipif(shutil.which("dcentvfy") is None,
+                    reason="dcentvfy not on PATH: install Debian's dicom3tools (apt-get install dicom3tools)")
+def test_dcentvfy_finds_ct_and_mr_consistent_patient_study_and_frame(ct_case: dict) -> None:
+    """dicom3tools' entity check: the CT's patient, study and frame of reference agree with the MR's in every file."""
+    files = [str(p) for p in [*ct_case["ct_files"], *ct_case["mr_files"]]]
+    result = subprocess.run(["dcentvfy", *files], capture_output=True, timeout=120)
+    output = (result.stdout + result.stderr).decode("utf-8", errors="replace")
+    assert result.returncode == 0 and "Error" not in output, output
+
+
 # --- finding series and recognising files -----------------------------------------------------------------------
 
 
@@ -359,7 +369,9 @@ def test_two_series_in_one_folder_listed_and_choosable(tmp_path: Path) -> None:
         assert summary.series_uid in message and summary.description in message
     assert "7 slice" in message and "5 slice" in message and "--series" in message and str(folder) in message
     t2 = next(s for s in series if s.description == "T2 SPACE")
-    assert read_dicom_series(folder, series_uid=t2.series_uid).image.GetSize()[2] == 5
+    chosen = read_dicom_series(folder, series_uid=t2.series_uid)
+    assert chosen.image.GetSize()[2] == 5 and chosen.series_uid == t2.series_uid
+    assert any("skipped 1 other image series" in note and "T1 MPRAGE" in note for note in chosen.notes)
     with pytest.raises(DicomError, match=r"no image series with SeriesInstanceUID 1\.2\.3"):
         read_dicom_series(folder, series_uid="1.2.3")
 
@@ -425,6 +437,46 @@ def test_uneven_spacing_is_an_error(tmp_path: Path) -> None:
         read_dicom_series(folder)
 
 
+def test_rounded_scanner_geometry_is_accepted(tmp_path: Path) -> None:
+    """Scanners round positions (here to 0.01 mm) and direction cosines (here to 5 decimals)."""
+    folder = tmp_path / "mr"
+    image = mr_image("oblique")
+    files = write_mr_series(image, folder, suffix="", shuffle_seed=2)
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        edit(path, ImagePositionPatient=[f"{float(v):.2f}" for v in dataset.ImagePositionPatient],
+             ImageOrientationPatient=[f"{float(v):.5f}" for v in dataset.ImageOrientationPatient])
+    volume = read_dicom_series(folder)
+    assert not geometry_differences(image, volume.image, spacing_tol=1e-3, origin_tol_mm=0.01, direction_tol=1e-4)
+    direction = np.asarray(volume.image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+    write_ct_series(hu_image(volume.image), tmp_path / "ct", identity=volume.identity, model_name="m",
+                    model_sha256=SHA)
+    assert_same_geometry(volume.image, read_dicom_series(tmp_path / "ct").image)
+
+
+def test_gantry_tilt_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "mr"
+    write_mr_series(mr_image(), folder)
+    for index, path in enumerate(series_files(folder)):
+        position = [float(v) for v in pydicom.dcmread(path).ImagePositionPatient]
+        edit(path, ImagePositionPatient=[position[0], position[1] + 0.4 * index, position[2]])
+    with pytest.raises(DicomError, match="not stacked along the slice normal"):
+        read_dicom_series(folder)
+
+
+def test_two_slices_at_one_position_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "mr"
+    files = write_mr_series(mr_image(), folder)
+    dataset = pydicom.dcmread(files[3])
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.EchoNumbers = [2]
+    dataset.save_as(folder / "IM0003_echo2.dcm", enforce_file_format=True)
+    with pytest.raises(DicomError, match="at the same position") as caught:
+        read_dicom_series(folder)
+    assert files[3].name in str(caught.value) and "IM0003_echo2.dcm" in str(caught.value)
+
+
 def test_mixed_orientation_is_an_error(tmp_path: Path) -> None:
     folder = tmp_path / "mr"
     write_mr_series(mr_image(), folder)
@@ -467,7 +519,7 @@ def test_missing_geometry_is_an_error_naming_the_file(tmp_path: Path) -> None:
         read_dicom_series(folder)
 
 
-@pytest.mark.parametrize("damage", ["truncated pixels", "truncated header", "garbage after preamble"])
+@pytest.mark.parametrize("damage", ["truncated pixels", "truncated header", "garbage after preamble", "all garbage"])
 def test_corrupt_file_is_an_error_naming_it(tmp_path: Path, damage: str) -> None:
     folder = tmp_path / "mr"
     files = write_mr_series(mr_image(), folder, suffix="")
@@ -477,11 +529,16 @@ def test_corrupt_file_is_an_error_naming_it(tmp_path: Path, damage: str) -> None
         victim.write_bytes(data[: len(data) - 200])
     elif damage == "truncated header":
         victim.write_bytes(data[:420])
-    else:
+    elif damage == "garbage after preamble":
         victim.write_bytes(data[:132] + os.urandom(64) + b"\xff" * 400)
+    else:  # no longer recognisable as DICOM: ignored with a note, which the missing-slice error repeats
+        victim.write_bytes(b"\xff" * 600)
     with pytest.raises(DicomError) as caught:
         read_dicom_series(folder)
     message = str(caught.value)
+    if damage == "all garbage":
+        assert "missing slice" in message and f"non-DICOM file ({victim.name})" in message, message
+        return
     assert str(victim) in message and ("corrupt" in message or "pixel data cannot be read" in message), message
 
 

@@ -21,6 +21,8 @@ ORIENTATION_TOL = 1e-4
 SPACING_REL_TOL = 0.01
 SPACING_ABS_TOL_MM = 0.005
 """A gap between neighbouring slices may differ from the series' spacing by 1 % + 0.005 mm."""
+IN_PLANE_TOL_MM = 0.02
+"""Slices may be offset in-plane from the first by 0.02 mm + 10 % of a pixel (rounded positions), not more."""
 
 
 @dataclass
@@ -80,6 +82,10 @@ def _choose(folder: Path, series: list[SeriesSummary], notes: list[str], series_
     if series_uid is not None:
         for summary in series:
             if summary.series_uid == series_uid:
+                others = [s for s in series if s is not summary]
+                if others:
+                    notes.append(f"chose series {series_uid}; skipped {len(others)} other image series in {folder}: "
+                                 + "; ".join(s.describe() for s in others))
                 return summary
         raise DicomError(f"{folder}: no image series with SeriesInstanceUID {series_uid}; the folder holds:\n{listing}")
     if len(series) > 1:
@@ -117,11 +123,12 @@ def _read_slice(path: Path) -> _Slice:
     if not all(np.isfinite(orientation)) or not all(np.isfinite(position)) or min(spacing) <= 0:
         raise DicomError(f"{path}: geometry not finite or PixelSpacing not positive")
     row, column = orientation[:3], orientation[3:]
-    if min(np.linalg.norm(row), np.linalg.norm(column)) < 1e-6 or abs(row @ column) > 1e-3 * np.linalg.norm(
-            row) * np.linalg.norm(column):
+    lengths = np.linalg.norm(row), np.linalg.norm(column)
+    if min(lengths) < 1e-6 or abs(row @ column) > 1e-3 * lengths[0] * lengths[1]:
         raise DicomError(f"{path}: ImageOrientationPatient {list(orientation)} is not two orthogonal directions")
-    unit = (row / np.linalg.norm(row), column / np.linalg.norm(column))
-    return _Slice(path, dataset, np.stack(unit), position)
+    row = row / np.linalg.norm(row)
+    column = column - (column @ row) * row  # scanners round the cosines: make the pair exactly orthonormal
+    return _Slice(path, dataset, np.stack([row, column / np.linalg.norm(column)]), position)
 
 
 def _ordered(folder: Path, slices: list[_Slice]) -> list[_Slice]:
@@ -150,12 +157,12 @@ def _ordered(folder: Path, slices: list[_Slice]) -> list[_Slice]:
     for previous, current, a, b in zip(ordered, ordered[1:], locations, locations[1:], strict=False):
         if b - a < SPACING_ABS_TOL_MM:
             raise DicomError(f"{folder}: {previous.path.name} and {current.path.name} are at the same position "
-                             f"({a:.3f} mm along the slice normal)")
+                             f"({a:.3f} mm along the slice normal; several echoes or phases in one series?)")
     in_plane = np.stack([s.position_mm - (s.position_mm @ normal) * normal for s in ordered])
     shift = np.linalg.norm(in_plane - in_plane[0], axis=1)
     worst = int(np.argmax(shift))
     pixel = min(float(v) for v in reference.dataset.PixelSpacing)
-    if shift[worst] > max(0.01, 0.05 * pixel):
+    if shift[worst] > IN_PLANE_TOL_MM + 0.1 * pixel:
         raise DicomError(f"{folder}: slices are not stacked along the slice normal (gantry tilt or shear): "
                          f"{ordered[worst].path.name} is offset {shift[worst]:.3f} mm in-plane from "
                          f"{ordered[0].path.name}")
