@@ -162,6 +162,27 @@ def test_single_dicom_folder_and_series_choice(tmp_path: Path, package: Path) ->
     assert not (out / "qa").exists()
 
 
+def test_dicom_folders_with_given_masks_paired_by_folder_name(tmp_path: Path, package: Path) -> None:
+    root, masks, out = tmp_path / "mr", tmp_path / "masks", tmp_path / "out"
+    image = phantom_mr()
+    write_mr_series(image, root / "P1", suffix="")
+    write_mr_series(image, root / "P2", suffix="")
+    box = np.zeros(phantom_array(1).shape, np.uint8)
+    box[10:40, 30:100, 20:90] = 1
+    given = sitk.GetImageFromArray(box)
+    given.CopyInformation(image)
+    masks.mkdir()
+    sitk.WriteImage(given, str(masks / "P1.nii.gz"))
+    assert predict("--mr", root, "--mask", masks, "--model", package, "--out", out, "--no-qa") == 1
+    results = results_by_case(out)
+    assert results["P1"]["error_messages"] == [] and results["P1"]["inputs"][1]["filename"] == str(masks / "P1.nii.gz")
+    assert "no body mask with case id 'P2'" in results["P2"]["error_messages"][0]
+    sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "P1.mha")))
+    np.testing.assert_array_equal(sct, expected_hu(phantom_array(1).astype(np.float32), box, **PARAMS))
+    assert not (out / "body").exists()  # a given mask is not rewritten
+    assert predict("--mr", root, "--model", package, "--out", out, "--mask-threshold", "1.5") == 2
+
+
 # ---------------------------------------------------------------- bad input, each a per-case error
 
 
