@@ -160,6 +160,8 @@ def test_single_dicom_folder_and_series_choice(tmp_path: Path, package: Path) ->
     assert predict("--mr", folder, "--model", package, "--out", out, "--series", chosen, "--no-qa") == 0
     assert (out / f"{folder.name}.mha").is_file() and (out / "body" / f"{folder.name}.mha").is_file()
     assert not (out / "qa").exists()
+    one_file = next((tmp_path / "t1").iterdir())
+    assert predict("--mr", one_file, "--model", package, "--out", tmp_path / "out2") == 2  # names the folder instead
 
 
 def test_dicom_folders_with_given_masks_paired_by_folder_name(tmp_path: Path, package: Path) -> None:
