@@ -217,9 +217,12 @@ def collect_cases(mr: Path, mask: Path | None, series_uid: str | None = None) ->
         mr_cases = [CaseFiles(mr.name, mr, None, dicom=True, series_uid=series_uid)]
     else:
         mr_cases = [CaseFiles(strip_image_suffix(p.name), p, None) for p in list_images(mr)]
-        subfolders = sorted(p for p in mr.iterdir() if p.is_dir() and not p.name.startswith("."))
-        mr_cases += [CaseFiles(p.name, p, None, dicom=True, series_uid=series_uid) for p in subfolders
-                     if contains_dicom(p)]
+        for folder in sorted(p for p in mr.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if contains_dicom(folder):
+                mr_cases.append(CaseFiles(folder.name, folder, None, dicom=True, series_uid=series_uid))
+            else:
+                log.warning("%s: no DICOM file directly inside; ignored (give each series folder, or their parent)",
+                            folder)
     if mask is None:
         return [replace(case, auto_mask=True) for case in _unique_ids(mr_cases)]
     if mask.is_file():
