@@ -69,7 +69,7 @@ def build(context: Path, tag: str, *extra: str) -> dict[str, Any]:
     return {"tag": tag, "size_bytes": size, "build_s": seconds}
 
 
-def export_fs24(out: Path) -> Path:
+def export_fs24(out: Path, checkpoint_path: Path) -> Path:
     """A feature_size-24 SwinUNETR (the paper's default config, random weights) exported as ``synthct export`` does."""
     import torch
 
@@ -81,7 +81,7 @@ def export_fs24(out: Path) -> Path:
     config = config_from_dict({"region": "brain"}).to_dict()
     torch.manual_seed(0)
     generator = build_generator(config["model"])
-    checkpoint = save_checkpoint(out.parent / "fs24.pt", {
+    checkpoint = save_checkpoint(checkpoint_path, {
         "format": "synthct-checkpoint", "format_version": 1, "config": config, "generator": generator.state_dict(),
         "discriminator": {}, "optimizer_g": {}, "optimizer_d": {}, "scaler": {}, "epoch": 0, "step": 0, "rng": {},
         "metrics": {}, "versions": versions(),
@@ -109,7 +109,7 @@ def make_context(root: Path, models: Path | None, analytic: bool) -> tuple[Path,
         build_analytic_package(root / "models" / "brain", "brain")
         return root, "analytic tanh(a·x+b) ONNX (plumbing only)"
     started = time.perf_counter()
-    export_fs24(root / "models" / "brain")
+    export_fs24(root / "models" / "brain", root.parent / "fs24.pt")  # the checkpoint stays out of the context
     return root, f"SwinUNETR feature_size 24, random weights, exported here in {time.perf_counter() - started:.0f} s"
 
 
