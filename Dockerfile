@@ -37,12 +37,15 @@ COPY --chown=root:root synthct/ /opt/app/synthct/
 COPY --chown=root:root algorithm/ /opt/app/algorithm/
 COPY --chown=root:root ${MODELS}/ /opt/app/models/
 
-# Fail the build, not the first job, if the code cannot import or a model package does not verify.
-RUN python -c "import algorithm.container, algorithm.backends, algorithm.entrypoint, algorithm.cli; \
+# Fail the build, not the first job, if the code cannot import or a model package does not verify. (The matplotlib
+# cache made here is removed: at run time the user, any uid, makes its own in /tmp.)
+RUN python -c "import algorithm.container, algorithm.backends, algorithm.entrypoint, algorithm.cli, algorithm.qa, \
+synthct.body_mask, synthct.dicom, matplotlib.pyplot; \
 from algorithm.cases import find_model_packages; \
 from synthct.model_package import load_model_package; from pathlib import Path; \
 found = find_model_packages(Path('/opt/app/models')); assert found, 'no model package under /opt/app/models'; \
-[load_model_package(d, expected_region=r) for r, d in found.items()]; print('models:', sorted(found))"
+[load_model_package(d, expected_region=r) for r, d in found.items()]; print('models:', sorted(found))" \
+    && rm -rf /tmp/matplotlib
 
 USER 10001:10001
 

@@ -3,6 +3,10 @@
 Pairing is by case id (file name without its image suffix), never by sort order. One exception: a folder pair
 holding exactly one MR and one mask is paired whatever the names (grand-challenge may name inputs by UUID).
 
+``synthct predict`` also takes DICOM (SPEC §9): ``--mr`` may be a DICOM series folder (one case, id = folder name,
+files with any names) or a folder whose sub-folders are DICOM series (one case each, id = sub-folder name), beside
+image files. Without ``--mask`` every case gets the automatic body mask (:mod:`synthct.body_mask`).
+
 Region (which model): ``/input/region.json`` (a bare JSON string, e.g. ``"Head and Neck"``) when present; else the
 only installed model; else the SynthRAD case-id prefix (``1B…``/``2B…`` brain, ``1P…``/``2P…`` pelvis,
 ``1HN…``/``1TH…``/``1AB…`` for SynthRAD 2025). Without region.json a case whose id names another region than the
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from synthct.io import is_image_path, strip_image_suffix
@@ -44,12 +48,20 @@ class RegionError(ValueError):
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """One case's inputs; ``problem`` is set when the case cannot run (e.g. no mask)."""
+    """One case's inputs; ``problem`` is set when the case cannot run (e.g. no mask).
+
+    ``mask`` None with ``auto_mask`` True: the body mask is computed from the MR. ``dicom``: ``mr`` is a DICOM series
+    folder (``series_uid`` picks one series when the folder holds several).
+    """
 
     case_id: str
     mr: Path
     mask: Path | None
     problem: str | None = None
+    auto_mask: bool = False
+    dicom: bool = False
+    series_uid: str | None = None
+    warning: str | None = None
 
 
 def canonical_region(name: str) -> str:
@@ -146,8 +158,12 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_image_path(p))
 
 
-def pair_cases(mr_paths: list[Path], mask_paths: list[Path]) -> list[CaseFiles]:
-    """Pair MR and mask files by case id (sorted by id); unpaired or duplicated MRs carry a ``problem``."""
+def pair_cases(mr_paths: list[Path], mask_paths: list[Path], missing_mask: str = "error") -> list[CaseFiles]:
+    """Pair MR and mask files by case id (sorted by id); duplicated MRs or masks carry a ``problem``.
+
+    An MR without a mask carries a ``problem`` (``missing_mask="error"``), or is marked for the automatic body mask
+    with a ``warning`` saying so (``missing_mask="auto"``: the container's fallback).
+    """
     mrs: dict[str, list[Path]] = {}
     masks: dict[str, list[Path]] = {}
     for path in mr_paths:
@@ -164,6 +180,11 @@ def pair_cases(mr_paths: list[Path], mask_paths: list[Path]) -> list[CaseFiles]:
         problem = None
         if len(mr_files) > 1:
             problem = f"several MR files for case {case_id}: {[p.name for p in mr_files]}"
+        elif not mask_files and missing_mask == "auto":
+            warning = (f"{mr_files[0]}: no body mask with case id {case_id!r}; the body mask was computed from the MR "
+                       "(automatic body mask, synthct.body_mask)")
+            cases.append(CaseFiles(case_id, mr_files[0], None, auto_mask=True, warning=warning))
+            continue
         elif not mask_files:
             problem = f"{mr_files[0]}: no body mask with case id {case_id!r} (expected e.g. {case_id}.mha)"
         elif len(mask_files) > 1:
@@ -174,13 +195,60 @@ def pair_cases(mr_paths: list[Path], mask_paths: list[Path]) -> list[CaseFiles]:
     return cases
 
 
-def collect_cases(mr: Path, mask: Path) -> list[CaseFiles]:
-    """Cases from two files (one pair) or two folders (paired by id)."""
-    if mr.is_file() or mask.is_file():
-        if not (mr.is_file() and mask.is_file()):
-            raise FileNotFoundError(f"--mr {mr} and --mask {mask} must both be files or both be folders")
-        return [CaseFiles(strip_image_suffix(mr.name), mr, mask)]
-    for folder in (mr, mask):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: folder not found")
-    return pair_cases(list_images(mr), list_images(mask))
+def collect_cases(mr: Path, mask: Path | None, series_uid: str | None = None) -> list[CaseFiles]:
+    """Cases for ``synthct predict``: ``mr`` an image file, a DICOM series folder, or a folder of image files and/or
+    DICOM series folders; ``mask`` a file (one case), a folder (paired by case id) or None (automatic masks).
+
+    ``series_uid`` is passed to every DICOM case (it selects a series in a folder holding several).
+    """
+    from synthct.dicom import contains_dicom
+
+    if not mr.exists():
+        raise FileNotFoundError(f"--mr {mr}: not found")
+    if mask is not None and not mask.exists():
+        raise FileNotFoundError(f"--mask {mask}: not found")
+    if mr.is_file():
+        if mask is not None and not mask.is_file():
+            raise FileNotFoundError(f"--mr {mr} is a file, so --mask {mask} must be a file too")
+        return [CaseFiles(strip_image_suffix(mr.name), mr, mask, auto_mask=mask is None)]
+    if contains_dicom(mr):
+        mr_cases = [CaseFiles(mr.name, mr, None, dicom=True, series_uid=series_uid)]
+    else:
+        mr_cases = [CaseFiles(strip_image_suffix(p.name), p, None) for p in list_images(mr)]
+        subfolders = sorted(p for p in mr.iterdir() if p.is_dir() and not p.name.startswith("."))
+        mr_cases += [CaseFiles(p.name, p, None, dicom=True, series_uid=series_uid) for p in subfolders
+                     if contains_dicom(p)]
+    if mask is None:
+        return [replace(case, auto_mask=True) for case in _unique_ids(mr_cases)]
+    if mask.is_file():
+        if len(mr_cases) != 1:
+            raise FileNotFoundError(f"--mask {mask} is one file but --mr {mr} holds {len(mr_cases)} cases; "
+                                    "give a folder of masks named by case id, or no --mask (automatic masks)")
+        return [replace(mr_cases[0], mask=mask)]
+    masks = {strip_image_suffix(p.name): p for p in list_images(mask)}
+    dicom_ids = {c.case_id for c in mr_cases if c.dicom}
+    image_masks = [p for p in list_images(mask) if strip_image_suffix(p.name) not in dicom_ids]
+    paired = {case.case_id: case for case in pair_cases([c.mr for c in mr_cases if not c.dicom], image_masks)}
+    cases = []
+    for case in _unique_ids(mr_cases):
+        if case.problem is not None:
+            cases.append(case)
+        elif not case.dicom:
+            cases.append(paired.get(case.case_id, case))
+        elif case.case_id in masks:
+            cases.append(replace(case, mask=masks[case.case_id]))
+        else:
+            cases.append(replace(case, problem=f"{case.mr}: no body mask with case id {case.case_id!r} in {mask} "
+                                               f"(expected e.g. {case.case_id}.mha; or leave out --mask)"))
+    return cases
+
+
+def _unique_ids(cases: list[CaseFiles]) -> list[CaseFiles]:
+    """Cases sorted by id; two inputs with the same id (e.g. ``A.mha`` and a DICOM folder ``A/``) both get a problem."""
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case.case_id] = counts.get(case.case_id, 0) + 1
+    return [case if counts[case.case_id] == 1 else
+            replace(case, problem=f"case id {case.case_id!r} is used by several inputs (an image file and a DICOM "
+                                  f"folder?): {case.mr}")
+            for case in sorted(cases, key=lambda c: (c.case_id, str(c.mr)))]

@@ -1,9 +1,13 @@
-"""``synthct predict``: the algorithm on local files, with the container's code path.
+"""``synthct predict``: the algorithm on local files, with the container's code path (SPEC §9).
 
     synthct predict --mr MR.mha --mask MASK.mha --model models/brain --out out/
     synthct predict --mr mri/ --mask body/ --model models/ --region pelvis --out out/
+    synthct predict --mr DICOM_SERIES_FOLDER --model models/brain --out out/ --dicom-out
 
-Writes ``OUT/<case id>.mha`` (int16 HU, MR geometry) and ``OUT/results.json``; exit status 1 if any case failed.
+``--mr``: an image file, a folder of image files, a DICOM series folder (any file names; case id = folder name) or a
+folder of DICOM series folders. Without ``--mask`` the body mask is computed from the MR (``OUT/body/<case id>.mha``).
+Writes ``OUT/<case id>.mha`` (int16 HU, MR geometry), ``OUT/results.json``, ``OUT/qa/`` (unless ``--no-qa``) and,
+with ``--dicom-out``, ``OUT/dicom/<case id>/`` (CT Image Storage series). Exit status 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -17,8 +21,19 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mr", type=Path, required=True, help="MR image file, or a folder of MR images")
-    parser.add_argument("--mask", type=Path, required=True, help="body mask file, or a folder (paired by case id)")
+    parser.add_argument("--mr", type=Path, required=True,
+                        help="MR image file, DICOM series folder, or a folder of MR images / DICOM series folders")
+    parser.add_argument("--mask", type=Path, default=None,
+                        help="body mask file, or a folder (paired by case id); default: automatic body mask from "
+                             "the MR, written to OUT/body/<case id>.mha")
+    parser.add_argument("--series", default=None, metavar="UID",
+                        help="SeriesInstanceUID to read when a DICOM folder holds several image series")
+    parser.add_argument("--dicom-out", action="store_true",
+                        help="also write each sCT as a DICOM CT series into OUT/dicom/<case id>/")
+    parser.add_argument("--no-qa", action="store_true", help="no QA page (OUT/qa/<case id>.png, OUT/qa/index.html)")
+    parser.add_argument("--mask-threshold", type=float, default=None, metavar="T",
+                        help="automatic body mask: threshold fraction t of p2.5…p97.5 (default: "
+                             "synthct.body_mask.DEFAULT_THRESHOLD_FRACTION)")
     models = os.environ.get("SYNTHCT_MODELS")  # set in the algorithm image: its installed packages
     parser.add_argument("--model", type=Path, required=not models, default=Path(models) if models else None,
                         help="model package folder (model.json), or a folder of <region>/ packages"
@@ -35,27 +50,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from algorithm.cases import RegionError, canonical_region, collect_cases, find_model_packages
-    from algorithm.runner import ModelRegistry, run_cases
+    from algorithm.runner import ExtraOutputs, ModelRegistry, run_cases
     from synthct.atomic import write_json_atomic
+    from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION
+    from synthct.io import IMAGE_SUFFIXES
 
     if args.batch_size < 1:
         log.error("--batch-size must be at least 1")
         return 2
+    threshold = DEFAULT_THRESHOLD_FRACTION if args.mask_threshold is None else args.mask_threshold
+    if not 0.0 < threshold < 1.0:
+        log.error("--mask-threshold must be between 0 and 1, got %g", threshold)
+        return 2
     try:
         region = canonical_region(args.region) if args.region else None
-        cases = collect_cases(args.mr, args.mask)
+        cases = collect_cases(args.mr, args.mask, args.series)
     except (RegionError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
     if not cases:
-        log.error("no MR images found in %s", args.mr)
+        log.error("no MR images found in %s (accepted: image files %s, DICOM series folders, or a folder of "
+                  "either)", args.mr, ", ".join(IMAGE_SUFFIXES))
         return 2
     packages = find_model_packages(args.model)
     if not packages:
         log.error("%s: no model package (model.json) found", args.model)
         return 2
     registry = ModelRegistry(packages, args.backend, args.device, args.threads)
-    entries, failed = run_cases(cases, registry, args.out, region, None, args.batch_size, not args.no_progress)
+    extra = ExtraOutputs(body_dir=args.out / "body", dicom_dir=args.out / "dicom" if args.dicom_out else None,
+                         qa_dir=None if args.no_qa else args.out / "qa", threshold_fraction=threshold)
+    entries, failed = run_cases(cases, registry, args.out, region, None, args.batch_size, not args.no_progress,
+                                extra)
     write_json_atomic(args.out / "results.json", entries)
     log.info("%d of %d case(s) written to %s", len(cases) - failed, len(cases), args.out)
     return 1 if failed else 0

@@ -1,8 +1,10 @@
 """The grand-challenge algorithm container (SPEC §5): ``/input`` → ``/output``; ``python -m algorithm``.
 
 Reads ``/input/images/mri/<name>.{mha,nii.gz,nii,nrrd,mhd}``, the body masks in ``/input/images/body/`` (paired by
-case id) and ``/input/region.json``; writes ``/output/images/synthetic-ct/<name>.mha`` (int16 HU, MR geometry) and
-``/output/results.json``. Exit status 0 when every case succeeded, 1 when any case failed, 2 when nothing could run.
+case id; a case without one falls back to the automatic body mask of :mod:`synthct.body_mask`, with a warning in the
+log and in its results.json entry's ``warnings`` list) and ``/input/region.json``; writes
+``/output/images/synthetic-ct/<name>.mha`` (int16 HU, MR geometry) and ``/output/results.json``. Exit status 0 when
+every case succeeded, 1 when any case failed, 2 when nothing could run.
 
 Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_MODELS``
 (/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|tensorrt),
@@ -68,7 +70,7 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
 
     mr_dir, mask_dir = input_dir / "images" / "mri", input_dir / "images" / "body"
     region_path = input_dir / "region.json"
-    cases = pair_cases(list_images(mr_dir), list_images(mask_dir))
+    cases = pair_cases(list_images(mr_dir), list_images(mask_dir), missing_mask="auto")
     if not cases:
         log.error("no MR images found in %s (accepted: .mha, .mhd, .nii.gz, .nii, .nrrd)", mr_dir)
         write_json_atomic(results_path, [])

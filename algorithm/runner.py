@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import SimpleITK as sitk
+
 from algorithm.backends import Backend, Device, Predictor, make_predictor
 from algorithm.cases import CaseFiles, RegionError, resolve_region
 from algorithm.inference import check_inputs, predict_sct
+from algorithm.qa import qa_case, write_qa_index
+from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION, body_mask_from_mr
 from synthct.io import read_image, write_image
 from synthct.model_package import ModelPackage, load_model_package
 
 log = logging.getLogger(__name__)
+
+_BODY_PART = {"brain": {"BodyPartExamined": "HEAD"}, "hn": {"BodyPartExamined": "HEADNECK"},
+              "pelvis": {"BodyPartExamined": "PELVIS"}, "th": {"BodyPartExamined": "CHEST"},
+              "ab": {"BodyPartExamined": "ABDOMEN"}}
+"""BodyPartExamined of a DICOM sCT made from a non-DICOM MR (DICOM PS3.16 Annex L terms)."""
 
 
 @dataclass
@@ -54,6 +64,47 @@ class ModelRegistry:
         return loaded
 
 
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """What a run writes besides ``<case id>.mha``: automatic masks, DICOM CT series, the QA page (None: not)."""
+
+    body_dir: Path | None = None
+    """``<case id>.mha`` automatic body masks (``synthct predict``: ``OUT/body``; the container writes none)."""
+    dicom_dir: Path | None = None
+    """``<case id>/`` DICOM CT series (``--dicom-out``: ``OUT/dicom``)."""
+    qa_dir: Path | None = None
+    """``<case id>.png`` and ``index.html`` (``OUT/qa``)."""
+    threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION
+    """Automatic body mask threshold ``t`` (see :mod:`synthct.body_mask`)."""
+
+
+@dataclass
+class LoadedMR:
+    """An MR ready for prediction; ``identity`` and ``notes`` come from a DICOM series (empty for image files)."""
+
+    image: sitk.Image
+    identity: dict[str, str] | None
+    notes: list[str]
+
+
+def load_mr(case: CaseFiles) -> LoadedMR:
+    """Read the case's MR: an image file, or a DICOM series folder (``case.series_uid`` picks a series)."""
+    if not case.dicom:
+        return LoadedMR(read_image(case.mr), None, [])
+    from synthct.dicom import read_dicom_series
+
+    volume = read_dicom_series(case.mr, case.series_uid)
+    return LoadedMR(volume.image, dict(volume.identity), list(volume.notes))
+
+
+def model_label(package: ModelPackage) -> tuple[str, str]:
+    """(name, sha256) identifying a package's network in derived DICOM: manifest ``name`` (else ``synthct-<region>``)
+    and the ONNX file's sha256 from the verified manifest."""
+    manifest = package.manifest
+    name = str(manifest.get("name") or f"synthct-{package.region}")
+    return name, str(manifest["onnx"]["sha256"])
+
+
 def run_cases(
     cases: list[CaseFiles],
     registry: ModelRegistry,
@@ -62,28 +113,66 @@ def run_cases(
     extra_inputs: list[dict[str, str]] | None = None,
     batch_size: int = 4,
     progress: bool = True,
+    extra: ExtraOutputs | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Predict every case into ``output_dir/<case id>.mha``; returns (results.json entries, number failed)."""
+    """Predict every case into ``output_dir/<case id>.mha``; returns (results.json entries, number failed).
+
+    A case without a mask gets the automatic body mask (``case.auto_mask``); warnings (mask fallback, ignored DICOM
+    objects) go to the entry's ``warnings`` list and the log, errors to ``error_messages``.
+    """
+    extra = extra or ExtraOutputs()
     entries: list[dict[str, Any]] = []
+    qa_rows: list[dict[str, Any]] = []
     failed = 0
     for index, case in enumerate(cases, start=1):
-        inputs = [{"type": "metaio_image", "filename": str(case.mr)}]
+        kind = "dicom_series" if case.dicom else "metaio_image"
+        inputs = [{"type": kind, "filename": str(case.mr)}]
         if case.mask is not None:
             inputs.append({"type": "metaio_image", "filename": str(case.mask)})
         entry: dict[str, Any] = {"outputs": [], "inputs": inputs + list(extra_inputs or []), "error_messages": []}
+        warnings: list[str] = []
         started = time.perf_counter()
         try:
-            if case.problem is not None or case.mask is None:
+            if case.warning:
+                warnings.append(case.warning)
+                log.warning("[%d/%d] %s: %s", index, len(cases), case.case_id, case.warning)
+            if case.problem is not None or (case.mask is None and not case.auto_mask):
                 raise ValueError(case.problem or f"{case.mr}: no body mask")
             region = resolve_region(case.case_id, declared_region, registry.regions)
             package, predictor = registry.get(region)
-            mr_image, mask_image = read_image(case.mr), read_image(case.mask)
-            check_inputs(mr_image, mask_image, str(case.mr), str(case.mask))
-            sct = predict_sct(mr_image, mask_image, package, predictor, batch_size=batch_size, progress=progress)
-            del mr_image, mask_image
+            mr = load_mr(case)
+            for note in mr.notes:
+                warnings.append(note)
+                log.warning("[%d/%d] %s: %s", index, len(cases), case.case_id, note)
+            mask_path: Path | None = None
+            if case.mask is not None:
+                mask_image = read_image(case.mask)
+            else:
+                mask_image = body_mask_from_mr(mr.image, extra.threshold_fraction, name=str(case.mr))
+                if extra.body_dir is not None:
+                    mask_path = write_image(mask_image, extra.body_dir / f"{case.case_id}.mha")
+                log.info("[%d/%d] %s: automatic body mask (t = %g, %d voxels)%s", index, len(cases), case.case_id,
+                         extra.threshold_fraction, int(np.count_nonzero(sitk.GetArrayViewFromImage(mask_image))),
+                         f" written to {mask_path}" if mask_path else "")
+            check_inputs(mr.image, mask_image, str(case.mr), str(case.mask or "automatic body mask"))
+            sct = predict_sct(mr.image, mask_image, package, predictor, batch_size=batch_size, progress=progress)
             target = write_image(sct, output_dir / f"{case.case_id}.mha")
-            del sct
             entry["outputs"].append({"type": "metaio_image", "filename": str(target)})
+            if mask_path is not None:
+                entry["outputs"].append({"type": "metaio_image", "filename": str(mask_path)})
+            if extra.dicom_dir is not None:
+                from synthct.dicom import write_ct_series
+
+                name, sha256 = model_label(package)
+                identity = mr.identity if mr.identity is not None else _BODY_PART.get(region)
+                files = write_ct_series(sct, extra.dicom_dir / case.case_id, identity=identity, model_name=name,
+                                        model_sha256=sha256)
+                entry["outputs"].append({"type": "dicom_series", "filename": str(extra.dicom_dir / case.case_id)})
+                log.info("[%d/%d] %s: DICOM CT series, %d files in %s", index, len(cases), case.case_id, len(files),
+                         extra.dicom_dir / case.case_id)
+            if extra.qa_dir is not None:
+                qa_rows.append(_qa_row(case, region, mr.image, sct, mask_image, extra.qa_dir, warnings))
+            del mr, mask_image, sct
             log.info("[%d/%d] %s: %s (%.1f s)", index, len(cases), case.case_id, target, time.perf_counter() - started)
         except Exception as exc:  # one bad case never stops the others
             failed += 1
@@ -91,6 +180,28 @@ def run_cases(
             entry["error_messages"].append(message)
             log.error("[%d/%d] %s failed: %s", index, len(cases), case.case_id, message)
             log.debug("traceback", exc_info=True)
+            if extra.qa_dir is not None:
+                qa_rows.append({"case_id": case.case_id, "error": message})
+        if warnings:
+            entry["warnings"] = warnings
         entries.append(entry)
         gc.collect()
+    if extra.qa_dir is not None:
+        try:
+            index_path = write_qa_index(qa_rows, extra.qa_dir)
+            log.info("QA page: %s", index_path)
+        except Exception as exc:  # the sCTs are written; a broken QA page must not hide them
+            log.error("QA page not written: %s", exc)
     return entries, failed
+
+
+def _qa_row(case: CaseFiles, region: str, mr: sitk.Image, sct: sitk.Image, mask: sitk.Image, qa_dir: Path,
+            warnings: list[str]) -> dict[str, Any]:
+    """The case's QA picture and table row; a failure here is a warning, not a failed case."""
+    try:
+        return qa_case(case.case_id, region, mr, sct, mask, qa_dir, auto_mask=case.mask is None)
+    except Exception as exc:
+        message = f"QA picture not made: {exc}"
+        warnings.append(message)
+        log.warning("%s: %s", case.case_id, message)
+        return {"case_id": case.case_id, "error": message}

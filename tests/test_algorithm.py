@@ -97,7 +97,8 @@ def test_container_end_to_end_with_broken_cases(tmp_path: Path, models: Path) ->
     inp, out = tmp_path / "input", tmp_path / "output"
     good_nii = write_case(inp, "1BA002.nii.gz", "1BA002.nii.gz", seed=2)
     good_mha = write_case(inp, "1BA003.mha", "1BA003.mha", shape=(41, 77, 59), spacing=(0.9, 1.1, 3.0), seed=3)
-    write_case(inp, "1BA001.mha", None, seed=1)  # no mask: sort-order pairing would shift every mask by one
+    write_case(inp, "1BA001.mha", None, seed=1)  # no mask: automatic mask + warning; sort-order pairing would shift
+    # every mask by one
     write_case(inp, "1BA004.mha", None, seed=4)
     bad_mask = make_pair(seed=4, spacing=(1.0, 1.0, 2.0))[1]
     sitk.WriteImage(bad_mask, str(inp / "images" / "body" / "1BA004.mha"))  # spacing differs from the MR
@@ -122,7 +123,7 @@ def test_container_end_to_end_with_broken_cases(tmp_path: Path, models: Path) ->
     assert sorted(p.relative_to(inp) for p in inp.rglob("*")) == before  # /input untouched
 
     images = out / "images" / "synthetic-ct"
-    assert sorted(p.name for p in images.iterdir()) == ["1BA002.mha", "1BA003.mha"]
+    assert sorted(p.name for p in images.iterdir()) == ["1BA001.mha", "1BA002.mha", "1BA003.mha"]
     reference_nii = sitk.ReadImage(str(inp / "images" / "mri" / "1BA002.nii.gz"))
     reference_mha = sitk.ReadImage(str(inp / "images" / "mri" / "1BA003.mha"))
     check_output(images / "1BA002.mha", *good_nii, reference_nii, BRAIN)
@@ -139,8 +140,11 @@ def test_container_end_to_end_with_broken_cases(tmp_path: Path, models: Path) ->
                                      "filename": str(images / (name.split(".")[0] + ".mha"))}]
         assert entry["inputs"][1] == {"type": "metaio_image", "filename": str(inp / "images" / "body" / name)}
         assert entry["inputs"][2] == {"type": "String", "filename": str(inp / "region.json")}
+    fallback = by_mr["1BA001.mha"]
+    assert fallback["error_messages"] == [] and len(fallback["outputs"]) == 1
+    assert len(fallback["warnings"]) == 1 and "no body mask" in fallback["warnings"][0]
+    assert "automatic body mask" in fallback["warnings"][0]
     expected_errors = {
-        "1BA001.mha": "no body mask",
         "1BA004.mha": "spacing",
         "1BA005.mha": "NaN",
         "1BA006.mha": "cannot be read",

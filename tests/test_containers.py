@@ -292,3 +292,60 @@ def test_without_docker_the_tests_skip_with_how_to_enable(monkeypatch: pytest.Mo
     monkeypatch.setenv("PATH", str(tmp_path))
     assert _docker_problem() == "no `docker` command"
     assert "bash ../shared/tools/docker-stand-in-base" in ENABLE
+
+
+# ---------------------------------------------------------------- predict mode on a DICOM series (SPEC §9)
+
+
+def _dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    assert len(series) == 1, series
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    return reader.Execute()
+
+
+def test_algorithm_image_predict_mode_on_a_dicom_series(
+    algorithm_image: str, models_dir: Path, phantoms: dict[str, Any], tmp_path: Path
+) -> None:
+    """The physicist's command: a DICOM MR folder (no suffixes, shuffled), no mask, no model argument, --dicom-out;
+    run as an arbitrary non-root user (the README's ``--user "$(id -u):$(id -g)"``)."""
+    import pydicom
+
+    from synthct.dicom import read_dicom_series, write_mr_series
+
+    case = "patient01"
+    data, out = tmp_path / "data", tmp_path / "out"
+    mr_files = write_mr_series(phantoms[GC_CASE][0], data / case, suffix="", shuffle_seed=3)
+    out.mkdir()
+    _open_up(data, 0o755)
+    _open_up(out, 0o777)
+    done = _run(algorithm_image, "predict", "--mr", f"/data/{case}", "--out", "/out", "--dicom-out", "--no-progress",
+                mounts={data: "/data:ro", out: "/out"}, user="4321:4321")
+    assert done.returncode == 0, _tail(done)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [entry["error_messages"] for entry in results] == [[]]
+    assert (out / "body" / f"{case}.mha").is_file() and (out / "qa" / "index.html").is_file()
+
+    mr = read_dicom_series(data / case)
+    sct = sitk.ReadImage(str(out / f"{case}.mha"))
+    ct_series = _dicom_series(out / "dicom" / case)
+    _assert_same_geometry(sct, mr.image)
+    _assert_same_geometry(ct_series, mr.image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ct_series).astype(np.int32),
+                                  sitk.GetArrayFromImage(sct).astype(np.int32))
+    slices = [pydicom.dcmread(path) for path in sorted((out / "dicom" / case).iterdir())]
+    assert len(slices) == len(mr_files) == sct.GetSize()[2]
+    source = pydicom.dcmread(mr_files[0], stop_before_pixels=True)
+    for dataset in slices:
+        assert dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and dataset.Modality == "CT"
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "FrameOfReferenceUID"):
+            assert str(dataset.get(keyword)) == str(source.get(keyword)), keyword
+        assert dataset.SeriesInstanceUID != source.SeriesInstanceUID
+
+    local = tmp_path / "local"
+    assert synthct_main(["predict", "--mr", str(data / case), "--model", str(models_dir), "--out", str(local),
+                         "--dicom-out", "--no-progress"]) == 0
+    np.testing.assert_array_equal(_array(out / "body" / f"{case}.mha"), _array(local / "body" / f"{case}.mha"))
+    difference = np.abs(sitk.GetArrayFromImage(sct).astype(np.int32) - _array(local / f"{case}.mha").astype(np.int32))
+    assert difference.max() <= _hu_tolerance(algorithm_image)

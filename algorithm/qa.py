@@ -1,0 +1,234 @@
+"""QA page for ``synthct predict``: per case ``OUT/qa/<case id>.png`` and one ``OUT/qa/index.html``.
+
+The picture shows three planes through the body's centre (voxel-index planes: axial k, coronal j, sagittal i) —
+the MR with the mask outline, and the sCT in colour over the MR with an HU colour bar. The page has one row per
+case: the picture, an HU histogram inside the mask and flags worth a look before the sCT goes to planning:
+
+- ``body touches the FOV border``: tissue (> -400 HU) inside the body mask reaches the in-plane edge of the image (a
+  truncated body gives a wrong external contour and wrong depths; the mask's air margin alone does not count);
+- ``air inside the body``: more than ``AIR_LIMIT`` of the body's core (mask eroded by 20 mm in-plane) below -400 HU;
+- ``bone fraction``: the fraction of mask voxels above 250 HU outside the region's usual range (``BONE_RANGE``);
+- ``MR outliers``: the MR's maximum inside the mask above ``MR_OUTLIER_RATIO`` × its 99.5th percentile (the
+  paper's max normalisation scales the whole MR by that maximum).
+
+No torch; matplotlib is imported only when a picture is drawn. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from synthct.atomic import atomic_path, write_text_atomic
+
+AIR_HU, BONE_HU = -400.0, 250.0
+AIR_LIMIT = 0.08
+"""Largest fraction of the body's core below -400 HU before the flag: 1.1–4.3 % on the phantoms' and the real head
+CT's true CTs (sinuses, bowel gas; ``benchmarks/qa_calibration.py``), with room for real bowel gas."""
+CORE_EROSION_MM = 20.0
+BONE_RANGE: dict[str, tuple[float, float]] = {
+    "brain": (0.06, 0.35), "hn": (0.04, 0.30), "pelvis": (0.015, 0.25), "th": (0.02, 0.20), "ab": (0.02, 0.20),
+}
+"""Usual fraction of body voxels above 250 HU by region: true CTs inside the automatic mask measured 13–15 % (brain
+phantoms, real head CT) and 2.9–3.8 % (small pelvis phantoms) in ``benchmarks/qa_calibration.py``; the ranges are
+wide around those (anatomy and field of view vary)."""
+MR_OUTLIER_RATIO = 2.5
+HISTOGRAM_EDGES = np.arange(-1025.0, 3001.0, 50.0)
+PICTURE_WINDOW_HU = (-1000.0, 2000.0)
+
+
+def case_statistics(sct_hu: np.ndarray, mask: np.ndarray, mr: np.ndarray, spacing_zyx_mm: tuple[float, ...],
+                    region: str) -> dict[str, Any]:
+    """Figures and flags for one case; arrays (z, y, x), ``sct_hu`` in HU, ``mask`` > 0 is the body."""
+    body = np.asarray(mask) > 0
+    n_body = int(body.sum())
+    if n_body == 0:
+        return {"flags": ["empty body mask"], "histogram": [0] * (len(HISTOGRAM_EDGES) - 1)}
+    inside = np.asarray(sct_hu)[body].astype(np.float32)
+    flags: list[str] = []
+    border = np.zeros(body.shape, dtype=bool)
+    border[:, [0, -1], :] = True
+    border[:, :, [0, -1]] = True
+    at_border = int(np.count_nonzero(body & border & (np.asarray(sct_hu) > AIR_HU)))
+    if at_border:
+        flags.append(f"body touches the FOV border ({at_border} in-plane edge voxels of tissue in the mask)")
+    core = np.zeros_like(body)
+    for z in np.nonzero(body.any(axis=(1, 2)))[0]:
+        core[z] = ndimage.distance_transform_edt(body[z], sampling=spacing_zyx_mm[1:]) > CORE_EROSION_MM
+    air_fraction = float(np.mean(np.asarray(sct_hu)[core] < AIR_HU)) if core.any() else 0.0
+    if air_fraction > AIR_LIMIT:
+        flags.append(f"air inside the body: {100 * air_fraction:.1f} % of the core below {AIR_HU:g} HU "
+                     f"(limit {100 * AIR_LIMIT:g} %)")
+    bone_fraction = float(np.mean(inside > BONE_HU))
+    low, high = BONE_RANGE.get(region, (0.0, 1.0))
+    if not low <= bone_fraction <= high:
+        flags.append(f"bone fraction {100 * bone_fraction:.1f} % outside the usual {100 * low:g}–{100 * high:g} % "
+                     f"for {region}")
+    mr_inside = np.asarray(mr)[body].astype(np.float32)
+    p995 = float(np.percentile(mr_inside, 99.5))
+    mr_max = float(mr_inside.max())
+    if p995 > 0 and mr_max > MR_OUTLIER_RATIO * p995:
+        n_out = int(np.count_nonzero(mr_inside > MR_OUTLIER_RATIO * p995))
+        flags.append(f"MR outliers: maximum {mr_max:.4g} is {mr_max / p995:.1f} × the 99.5th percentile "
+                     f"({n_out} voxels above {MR_OUTLIER_RATIO:g} ×)")
+    histogram, _ = np.histogram(np.clip(inside, HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1] - 1), HISTOGRAM_EDGES)
+    return {
+        "body_voxels": n_body,
+        "mean_hu": round(float(inside.mean()), 1),
+        "bone_fraction": round(bone_fraction, 4),
+        "air_fraction_core": round(air_fraction, 4),
+        "mr_max_over_p995": round(mr_max / p995, 3) if p995 > 0 else None,
+        "flags": flags,
+        "histogram": [int(v) for v in histogram],
+    }
+
+
+def body_centre(mask: np.ndarray) -> tuple[int, int, int]:
+    """Voxel index (z, y, x) of the mask's centre of mass (the volume centre for an empty mask)."""
+    body = np.asarray(mask) > 0
+    if not body.any():
+        return tuple(n // 2 for n in body.shape)  # type: ignore[return-value]
+    return tuple(round(c) for c in ndimage.center_of_mass(body))  # type: ignore[return-value]
+
+
+def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask: np.ndarray,
+              spacing_zyx_mm: tuple[float, ...], subtitle: str = "") -> Path:
+    """Write the case picture (PNG) atomically: MR + mask outline (top), sCT over MR + HU colour bar (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z, y, x = body_centre(mask)
+    sz, sy, sx = spacing_zyx_mm
+    planes = [(f"axial k={z}", np.s_[z, :, :], sy / sx, "upper"),
+              (f"coronal j={y}", np.s_[:, y, :], sz / sx, "lower"),
+              (f"sagittal i={x}", np.s_[:, :, x], sz / sy, "lower")]
+    body = np.asarray(mask) > 0
+    mr_max = float(np.percentile(mr[body], 99.5)) if body.any() else float(np.max(mr)) or 1.0
+    figure, axes = plt.subplots(2, 3, figsize=(13, 8.4), gridspec_kw={"hspace": 0.12, "wspace": 0.04})
+    overlay = None
+    for column, (title, index, aspect, origin) in enumerate(planes):
+        mr_plane, body_plane = mr[index], body[index]
+        sct_plane = np.ma.masked_where(~body_plane, sct_hu[index])
+        for row in (0, 1):
+            ax = axes[row, column]
+            ax.imshow(mr_plane, cmap="gray", vmin=0, vmax=mr_max, aspect=aspect, origin=origin,
+                      interpolation="nearest")
+            if row == 1:
+                overlay = ax.imshow(sct_plane, cmap="turbo", vmin=PICTURE_WINDOW_HU[0], vmax=PICTURE_WINDOW_HU[1],
+                                    alpha=0.75, aspect=aspect, origin=origin, interpolation="nearest")
+            if body_plane.any() and not body_plane.all():
+                # no origin here: contour follows the axes imshow set up (origin="upper" would flip it again)
+                ax.contour(body_plane, levels=[0.5], colors="yellow" if row == 0 else "white", linewidths=0.9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=10)
+    axes[0, 0].set_ylabel("MR + body mask", fontsize=10)
+    axes[1, 0].set_ylabel("sCT over MR", fontsize=10)
+    if overlay is not None:
+        bar = figure.colorbar(overlay, ax=list(axes[1, :]), fraction=0.025, pad=0.01)
+        bar.set_label("HU")
+    figure.suptitle(f"{case_id}  {subtitle}".strip(), fontsize=12)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
+def qa_case(case_id: str, region: str, mr_image: sitk.Image, sct_image: sitk.Image, mask_image: sitk.Image,
+            qa_dir: Path, auto_mask: bool = False) -> dict[str, Any]:
+    """Figures, flags and ``qa_dir/<case id>.png`` for one case; returns its row for :func:`write_qa_index`."""
+    mr = sitk.GetArrayViewFromImage(mr_image)
+    sct = sitk.GetArrayViewFromImage(sct_image)
+    mask = sitk.GetArrayViewFromImage(mask_image)
+    spacing_zyx = tuple(float(s) for s in mr_image.GetSpacing()[::-1])
+    stats = case_statistics(sct, mask, mr, spacing_zyx, region)
+    size = "×".join(str(n) for n in mr_image.GetSize())
+    spacing = "×".join(f"{s:.3g}" for s in mr_image.GetSpacing())
+    subtitle = f"({region}; {size} voxels, {spacing} mm; {'automatic' if auto_mask else 'given'} mask)"
+    picture = draw_case(Path(qa_dir) / f"{case_id}.png", case_id, mr, sct, mask, spacing_zyx, subtitle)
+    return {"case_id": case_id, "region": region, "auto_mask": auto_mask, "picture": picture.name,
+            "size": size, "spacing_mm": spacing, **stats}
+
+
+def _histogram_svg(counts: list[int], width: int = 260, height: int = 90) -> str:
+    """Inline SVG of an HU histogram (bins of :data:`HISTOGRAM_EDGES`, square-root height so small peaks show)."""
+    values = np.sqrt(np.asarray(counts, dtype=float))
+    top = float(values.max()) or 1.0
+    n = len(values)
+    bar = width / n
+    lo, hi = HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]
+    bars = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - 14 - v / top * (height - 18):.1f}" width="{bar:.2f}" '
+        f'height="{v / top * (height - 18):.1f}" fill="{_bar_colour(HISTOGRAM_EDGES[i])}"/>'
+        for i, v in enumerate(values) if v > 0)
+    ticks = "".join(
+        f'<line x1="{(t - lo) / (hi - lo) * width:.1f}" y1="{height - 14}" x2="{(t - lo) / (hi - lo) * width:.1f}" '
+        f'y2="{height - 10}" stroke="#444"/><text x="{(t - lo) / (hi - lo) * width:.1f}" y="{height - 1}" '
+        f'font-size="9" text-anchor="middle">{t}</text>'
+        for t in (-1000, 0, 1000, 2000, 3000))
+    pad = 16  # room for the outer tick labels
+    return (f'<svg width="{width + 2 * pad}" height="{height}" viewBox="0 0 {width + 2 * pad} {height}" role="img" '
+            f'aria-label="HU histogram inside the mask"><g transform="translate({pad},0)"><line x1="0" '
+            f'y1="{height - 14}" x2="{width}" y2="{height - 14}" stroke="#444"/>{bars}{ticks}</g></svg>')
+
+
+def _bar_colour(hu: float) -> str:
+    return "#6a8caf" if hu < AIR_HU else "#c9a227" if hu > BONE_HU else "#b56576"
+
+
+def write_qa_index(rows: list[dict[str, Any]], qa_dir: Path) -> Path:
+    """Write ``qa_dir/index.html`` (one table row per case, failed cases with their error) atomically."""
+    qa_dir = Path(qa_dir)
+    lines = []
+    for row in rows:
+        case = html.escape(row["case_id"])
+        if "error" in row and "picture" not in row:
+            lines.append(f'<tr class="failed"><td>{case}</td><td colspan="4" class="flag">failed: '
+                         f'{html.escape(row["error"])}</td></tr>')
+            continue
+        picture = html.escape(row["picture"])
+        flags = row["flags"]
+        flag_html = ("<ul>" + "".join(f'<li class="flag">{html.escape(f)}</li>' for f in flags) + "</ul>"
+                     if flags else '<span class="ok">no flags</span>')
+        figures = (f'{html.escape(row["region"])}, {"automatic" if row["auto_mask"] else "given"} mask<br>'
+                   f'{html.escape(row["size"])} voxels, {html.escape(row["spacing_mm"])} mm<br>'
+                   f'mean {row["mean_hu"]:g} HU<br>bone (&gt;{BONE_HU:g} HU) {100 * row["bone_fraction"]:.1f} %<br>'
+                   f'air in core {100 * row["air_fraction_core"]:.1f} %')
+        lines.append(f'<tr><td>{case}</td><td><a href="{picture}"><img src="{picture}" alt="{case}" '
+                     f'width="360"></a></td><td>{_histogram_svg(row["histogram"])}</td><td>{figures}</td>'
+                     f"<td>{flag_html}</td></tr>")
+    n_flagged = sum(1 for r in rows if r.get("flags") or "error" in r)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>synthct QA</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #bbb; padding: 6px 8px; vertical-align: top; text-align: left; font-size: 13px; }}
+th {{ background: #eee; }}
+.flag {{ color: #b00020; }} .ok {{ color: #2e7d32; }} ul {{ margin: 0; padding-left: 1.1em; }}
+tr.failed td {{ background: #fdecea; }}
+</style></head><body>
+<h1>synthct QA — {len(rows)} case(s), {n_flagged} flagged or failed</h1>
+<p>Pictures: MR with the body mask (top), sCT over MR in HU (bottom), planes through the body's centre.
+Histogram: sCT HU inside the body mask (square-root counts; blue air &lt; {AIR_HU:g} HU, red soft tissue, yellow bone
+&gt; {BONE_HU:g} HU). Flags: body (tissue in the mask) at the FOV border; air in the body's core (mask eroded
+{CORE_EROSION_MM:g} mm) above {100 * AIR_LIMIT:g} %; bone fraction outside the region's usual range; MR maximum above
+{MR_OUTLIER_RATIO:g} × its 99.5th percentile.</p>
+<table><tr><th>case</th><th>picture</th><th>HU histogram (in mask)</th><th>figures</th><th>flags</th></tr>
+{chr(10).join(lines)}
+</table></body></html>
+"""
+    target = qa_dir / "index.html"
+    write_text_atomic(target, page)
+    return target
