@@ -4,6 +4,7 @@
     python benchmarks/bench_container.py --model models/       # your exported package(s) instead
     python benchmarks/bench_container.py --analytic            # tiny analytic model: plumbing only, fast
     python benchmarks/bench_container.py --gpu-image           # + the default onnxruntime-gpu image (~3 GB pip)
+    python benchmarks/bench_container.py --sizes-only          # image sizes, no job
 
 Needs Docker and the python:3.11-slim* base images (``bash ../shared/tools/docker-stand-in-base``). Builds from a clean
 context (Dockerfiles + synthct/ algorithm/ evaluation/ + the model package, no ground truth) with ``--network host``;
@@ -153,6 +154,7 @@ def main() -> int:
     parser.add_argument("--analytic", action="store_true", help="the tiny analytic model instead of fs24")
     parser.add_argument("--gpu-image", action="store_true", help="also build the default onnxruntime-gpu image")
     parser.add_argument("--memory", default="4g", help="docker run --memory (default 4g)")
+    parser.add_argument("--sizes-only", action="store_true", help="build and measure the images, run no job")
     args = parser.parse_args()
     summary: dict[str, Any] = {"bench": "container", "images": {}}
     with tempfile.TemporaryDirectory(prefix="bench_container.") as folder:
@@ -169,6 +171,9 @@ def main() -> int:
         for name, entry in images.items():
             print(f"image {name:14s} {entry['tag']:30s} {entry['size_bytes'] / 1e9:.2f} GB "
                   f"(build {entry['build_s']:.0f} s)")
+        if args.sizes_only:
+            print(json.dumps(summary))
+            return 0
         input_dir = work / "input"
         size = write_input(input_dir)
         job = run_job(images["algorithm_cpu"]["tag"], input_dir, work / "output", args.memory)

@@ -56,7 +56,8 @@ def _docker_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "`docker info` timed out"
     if info.returncode != 0:
-        return f"no Docker daemon reachable ({info.stderr.strip().splitlines()[-1:] or '?'})"
+        lines = info.stderr.strip().splitlines()
+        return f"no Docker daemon reachable ({lines[-1] if lines else f'docker info: exit {info.returncode}'})"
     missing = [name for name in BASE_IMAGES if _docker("image", "inspect", name, timeout=60).returncode != 0]
     if missing:
         return f"base image(s) {', '.join(missing)} not present (no container registry is reachable here)"
