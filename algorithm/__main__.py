@@ -1,7 +1,7 @@
-"""``python -m algorithm``: the container entry point (reads /input, writes /output)."""
+"""``python -m algorithm``: the container entry point (no arguments: /input → /output; ``predict ARGS``)."""
 
 import sys
 
-from algorithm.container import main
+from algorithm.entrypoint import main
 
 sys.exit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-threshold", type=float, default=None, metavar="T",
                         help="automatic body mask: threshold at p2.5 + T·(p97.5 − p2.5) of the MR (default "
                              f"{DEFAULT_THRESHOLD_FRACTION:g})")
-    parser.add_argument("--model", type=Path, required=True,
-                        help="model package folder (model.json), or a folder of <region>/ packages")
+    models = os.environ.get("SYNTHCT_MODELS")  # set in the algorithm image: its installed packages
+    parser.add_argument("--model", type=Path, required=not models, default=Path(models) if models else None,
+                        help="model package folder (model.json), or a folder of <region>/ packages"
+                        + (f" (default: $SYNTHCT_MODELS = {models})" if models else ""))
     parser.add_argument("--out", type=Path, required=True, help="output folder for <case id>.mha and results.json")
     parser.add_argument("--region", default=None,
                         help="anatomy (Brain, Pelvis, 'Head and Neck', …); default: the only model, else the case id")
