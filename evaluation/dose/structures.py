@@ -1,0 +1,261 @@
+"""Planning structures of a case: the user's masks, or a documented virtual target with OARs beside it.
+
+User structures (``--structures DIR``): ``DIR/<ID>/ptv.<ext>`` and ``DIR/<ID>/oar_<name>.<ext>`` (any image format
+synthct reads), on the CT's grid (same size, spacing, origin, direction); voxels > 0 are inside.
+
+Virtual structures (deterministic: a pure function of the CT, the body mask and the settings; sizes in mm):
+
+- **brain**: the intracranial space is the soft tissue (−100…100 HU) enclosed by the skull (> 250 HU) in each axial
+  slice. The PTV is a sphere (``target_radius_mm``) whose centre is the intracranial voxel, at least the radius plus
+  3 mm inside the intracranial space, nearest to the intracranial centroid moved 35 % of the intracranial half-width
+  towards +x (the patient's left in LPS). OARs: ``oar_medial`` beside it towards −x (the midline) and
+  ``oar_posterior`` behind it (+y), both spheres (``oar_radius_mm``) ``oar_gap_mm`` from the PTV surface, clipped to
+  the intracranial space.
+- **pelvis**: bone is > 200 HU. The pubic symphysis is the most anterior bone within 10 mm of the bony midline
+  (mean x of bone). The prostate PTV (sphere) is centred 30 % of the bony pelvis' anterior-posterior extent behind
+  the symphysis and 10 % of it above (+z), moved to the nearest voxel at least its radius plus 2 mm from bone and
+  from the body surface. OARs: ``oar_rectum`` behind the PTV (+y) and ``oar_bladder`` above it (+z), clipped to the
+  body's soft tissue (no bone).
+
+Axes (z, y, x) as stored; for SynthRAD's LPS images +x is the patient's left, +y posterior, +z superior.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from evaluation.dose.config import DoseConfig
+from synthct.io import IMAGE_SUFFIXES, ImageError, geometry_differences, read_image, strip_image_suffix
+
+MIN_VOXELS = 8
+"""Fewest voxels a PTV or OAR may have on the CT grid."""
+
+
+class StructureError(ValueError):
+    """The case's structures cannot be used (missing, empty, outside the body); the message says which and why."""
+
+
+@dataclass
+class Structures:
+    """Boolean masks (z, y, x) on the CT grid: the PTV and named OARs, and where they came from."""
+
+    ptv: np.ndarray
+    oars: dict[str, np.ndarray]
+    source: str
+    """``'user'`` or ``'virtual-brain'`` / ``'virtual-pelvis'``."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Files (user) or centres and radii in mm (virtual), written to metrics.json."""
+
+
+def region_of_case(case_id: str, paths: list[Path] | tuple[Path, ...] = ()) -> str | None:
+    """``'brain'`` / ``'pelvis'`` from a SynthRAD id (``1BA001``, ``1PC012``) or a ``brain``/``pelvis`` path part."""
+    match = re.fullmatch(r"\d([BP])[A-Z]\d+", case_id.upper())
+    if match:
+        return "brain" if match.group(1) == "B" else "pelvis"
+    for path in paths:
+        parts = {p.lower() for p in Path(path).parts}
+        for region in ("brain", "pelvis"):
+            if region in parts:
+                return region
+    return None
+
+
+def _ball(shape: tuple[int, ...], spacing_mm: tuple[float, ...], centre_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Boolean sphere (voxel centres within ``radius_mm`` of ``centre_mm``, both in (z, y, x) mm from voxel 0)."""
+    mask = np.zeros(shape, dtype=bool)
+    spacing = np.asarray(spacing_mm, dtype=float)
+    low = np.maximum(np.floor((centre_mm - radius_mm) / spacing).astype(int), 0)
+    high = np.minimum(np.ceil((centre_mm + radius_mm) / spacing).astype(int) + 1, shape)
+    if np.any(high <= low):
+        return mask
+    axes = [np.arange(lo, hi) * s - c for lo, hi, s, c in zip(low, high, spacing, centre_mm, strict=True)]
+    dz, dy, dx = np.meshgrid(*axes, indexing="ij")
+    mask[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = dz**2 + dy**2 + dx**2 <= radius_mm**2
+    return mask
+
+
+def _nearest_allowed(allowed: np.ndarray, spacing_mm: tuple[float, ...], wanted_mm: np.ndarray) -> np.ndarray | None:
+    """The allowed voxel centre (mm) nearest to ``wanted_mm``; None when nothing is allowed."""
+    indices = np.argwhere(allowed)
+    if indices.size == 0:
+        return None
+    points = indices * np.asarray(spacing_mm, dtype=float)
+    return points[int(np.argmin(np.sum((points - wanted_mm) ** 2, axis=1)))]
+
+
+def _largest_component(binary: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(binary)
+    if count <= 1:
+        return binary
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def _place_oars(
+    names_directions: list[tuple[str, np.ndarray]],
+    centre_mm: np.ndarray,
+    allowed: np.ndarray,
+    ptv: np.ndarray,
+    spacing_mm: tuple[float, ...],
+    config: DoseConfig,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    distance = config.target_radius_mm + config.oar_gap_mm + config.oar_radius_mm
+    oars: dict[str, np.ndarray] = {}
+    details: dict[str, Any] = {}
+    for name, direction in names_directions:
+        oar_centre = centre_mm + distance * direction
+        oar = _ball(allowed.shape, spacing_mm, oar_centre, config.oar_radius_mm) & allowed & ~ptv
+        if int(oar.sum()) >= MIN_VOXELS:
+            oars[name] = oar
+            details[name] = {"centre_mm_zyx": [round(float(v), 1) for v in oar_centre], "radius_mm": config.oar_radius_mm}
+    return oars, details
+
+
+def virtual_brain(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig) -> Structures:
+    """Virtual brain PTV and OARs (see the module docstring)."""
+    bone = (ct_hu > 250.0) & body
+    enclosed = np.zeros_like(bone)
+    for z in range(bone.shape[0]):
+        if bone[z].any():
+            enclosed[z] = ndimage.binary_fill_holes(bone[z])
+    intracranial = _largest_component(enclosed & ~bone & (ct_hu > -100.0) & (ct_hu < 100.0) & body)
+    if intracranial.sum() < MIN_VOXELS:
+        raise StructureError("no intracranial space found (soft tissue enclosed by skull > 250 HU) for a brain target")
+    spacing = np.asarray(spacing_mm, dtype=float)
+    indices = np.argwhere(intracranial)
+    centroid = indices.mean(axis=0) * spacing
+    half_width_x = (indices[:, 2].max() - indices[:, 2].min() + 1) * spacing[2] / 2
+    wanted = centroid + np.array([0.0, 0.0, 0.35 * half_width_x])
+    depth = ndimage.distance_transform_edt(intracranial, sampling=spacing)
+    centre = _nearest_allowed(depth >= config.target_radius_mm + 3.0, spacing_mm, wanted)
+    if centre is None:
+        raise StructureError(
+            f"the intracranial space is too small for a virtual PTV of radius {config.target_radius_mm} mm "
+            "(lower target_radius_mm or give --structures)"
+        )
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, config.target_radius_mm) & intracranial
+    oars, oar_details = _place_oars(
+        [("oar_medial", np.array([0.0, 0.0, -1.0])), ("oar_posterior", np.array([0.0, 1.0, 0.0]))],
+        centre, intracranial, ptv, spacing_mm, config,
+    )
+    details = {"ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": config.target_radius_mm},
+               **oar_details}
+    return Structures(ptv, oars, "virtual-brain", details)
+
+
+def virtual_pelvis(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig) -> Structures:
+    """Virtual prostate PTV with rectum and bladder OARs (see the module docstring)."""
+    bone = (ct_hu > 200.0) & body
+    if bone.sum() < MIN_VOXELS:
+        raise StructureError("no pelvic bone (> 200 HU) found to place a prostate target")
+    spacing = np.asarray(spacing_mm, dtype=float)
+    bone_idx = np.argwhere(bone)
+    x_mid = bone_idx[:, 2].mean() * spacing[2]
+    midline = bone_idx[np.abs(bone_idx[:, 2] * spacing[2] - x_mid) <= 10.0]
+    if midline.size == 0:
+        raise StructureError("no bone near the bony midline: cannot find the pubic symphysis")
+    y_front = midline[:, 1].min() * spacing[1]
+    symphysis = midline[midline[:, 1] * spacing[1] <= y_front + 5.0].mean(axis=0) * spacing
+    extent_ap = (bone_idx[:, 1].max() - bone_idx[:, 1].min() + 1) * spacing[1]
+    wanted = np.array([symphysis[0] + 0.1 * extent_ap, symphysis[1] + 0.3 * extent_ap, x_mid])
+    soft = body & ~bone
+    clearance = ndimage.distance_transform_edt(soft, sampling=spacing)
+    centre = _nearest_allowed(clearance >= config.target_radius_mm + 2.0, spacing_mm, wanted)
+    if centre is None:
+        raise StructureError(
+            f"no room for a virtual prostate PTV of radius {config.target_radius_mm} mm away from bone "
+            "(lower target_radius_mm or give --structures)"
+        )
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, config.target_radius_mm) & soft
+    oars, oar_details = _place_oars(
+        [("oar_rectum", np.array([0.0, 1.0, 0.0])), ("oar_bladder", np.array([1.0, 0.0, 0.0]))],
+        centre, soft, ptv, spacing_mm, config,
+    )
+    details = {
+        "symphysis_mm_zyx": [round(float(v), 1) for v in symphysis],
+        "ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": config.target_radius_mm},
+        **oar_details,
+    }
+    return Structures(ptv, oars, "virtual-pelvis", details)
+
+
+def virtual_structures(
+    ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], region: str, config: DoseConfig
+) -> Structures:
+    """The region's virtual PTV and OARs on the CT grid. Raises :class:`StructureError` when they cannot be placed."""
+    body = body > 0
+    if region == "brain":
+        return virtual_brain(ct_hu, body, spacing_mm, config)
+    if region == "pelvis":
+        return virtual_pelvis(ct_hu, body, spacing_mm, config)
+    raise StructureError(f"no virtual-target recipe for region {region!r} (brain, pelvis); give --structures DIR")
+
+
+def _structure_files(folder: Path) -> tuple[list[Path], dict[str, Path]]:
+    ptvs: list[Path] = []
+    oars: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not (path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)):
+            continue
+        stem = strip_image_suffix(path.name)
+        if stem.lower() == "ptv":
+            ptvs.append(path)
+        elif stem.lower().startswith("oar_") and len(stem) > 4:
+            if stem in oars:
+                raise StructureError(f"{folder}: two files for {stem}: {oars[stem].name}, {path.name}")
+            oars[stem] = path
+    return ptvs, oars
+
+
+def _read_mask(path: Path, ct_image: sitk.Image) -> np.ndarray:
+    image = read_image(path)
+    problems = geometry_differences(ct_image, image)
+    if problems:
+        raise StructureError(f"{path}: structure geometry differs from the CT: " + "; ".join(problems))
+    values = sitk.GetArrayFromImage(image)
+    if not np.all(np.isfinite(values)):
+        raise StructureError(f"{path}: structure mask holds NaN or infinite values")
+    return values > 0
+
+
+def user_structures(folder: Path, case_id: str, ct_image: sitk.Image) -> Structures:
+    """The user's PTV and OARs of one case from ``folder/<case_id>/``; raises :class:`StructureError` if unusable."""
+    case_folder = Path(folder) / case_id
+    if not case_folder.is_dir():
+        raise StructureError(f"{case_folder}: no structure folder for case {case_id}")
+    ptvs, oar_files = _structure_files(case_folder)
+    if not ptvs:
+        raise StructureError(f"{case_folder}: no ptv.<ext> mask")
+    if len(ptvs) > 1:
+        raise StructureError(f"{case_folder}: several PTV files: {', '.join(p.name for p in ptvs)}")
+    try:
+        ptv = _read_mask(ptvs[0], ct_image)
+        oars = {name: _read_mask(path, ct_image) for name, path in oar_files.items()}
+    except ImageError as exc:
+        raise StructureError(str(exc)) from exc
+    files = {"ptv": str(ptvs[0]), **{name: str(path) for name, path in oar_files.items()}}
+    return Structures(ptv, oars, "user", {"files": files})
+
+
+def check_structures(structures: Structures, body: np.ndarray, where: str) -> None:
+    """Raise :class:`StructureError` (prefixed by ``where``) for an empty PTV/OAR or a PTV mostly outside the body."""
+    body = body > 0
+    if structures.ptv.shape != body.shape:
+        raise StructureError(f"{where}: PTV shape {structures.ptv.shape} differs from the CT's {body.shape}")
+    count = int(structures.ptv.sum())
+    if count < MIN_VOXELS:
+        raise StructureError(f"{where}: the PTV is empty or smaller than {MIN_VOXELS} voxels ({count})")
+    inside = int((structures.ptv & body).sum())
+    if inside < 0.5 * count:
+        raise StructureError(f"{where}: the PTV lies outside the body ({inside} of {count} voxels inside the mask)")
+    for name, oar in structures.oars.items():
+        if oar.shape != body.shape or int(oar.sum()) == 0:
+            raise StructureError(f"{where}: {name} is empty or does not match the CT grid")
