@@ -52,7 +52,9 @@ def dose_figure(
     grid = plan.grid
     centre_idx = np.argwhere(plan.ptv).mean(axis=0)
     centre_mm = np.asarray(grid.origin_mm) + centre_idx * np.asarray(grid.spacing_mm)
-    ct_index = [int(np.clip(round(c / s), 0, n - 1)) for c, s, n in zip(centre_mm, spacing_mm, ct_hu.shape, strict=True)]
+    ct_index = [
+        int(np.clip(round(c / s), 0, n - 1)) for c, s, n in zip(centre_mm, spacing_mm, ct_hu.shape, strict=True)
+    ]
     dose_index = [int(np.clip(round(c), 0, n - 1)) for c, n in zip(centre_idx, grid.shape, strict=True)]
     difference = np.where(plan.body, 100.0 * (plan.sct_gy - plan.ct_gy) / prescription_gy, np.nan)
     limit = max(2.0, float(np.nanpercentile(np.abs(difference), 99.5)) if np.any(plan.body) else 2.0)
@@ -73,9 +75,9 @@ def dose_figure(
                                            extent=_extent(view, grid.shape, grid.spacing_mm, grid.origin_mm),
                                            interpolation="bilinear")
             else:
+                dose_extent = _extent(view, grid.shape, grid.spacing_mm, grid.origin_mm)
                 images[column] = ax.imshow(_plane(dose, view, dose_index[view]), cmap="RdBu_r", vmin=-limit,
-                                           vmax=limit, extent=_extent(view, grid.shape, grid.spacing_mm, grid.origin_mm),
-                                           interpolation="nearest")
+                                           vmax=limit, extent=dose_extent, interpolation="nearest")
             ct_extent = _extent(view, ct_hu.shape, spacing_mm, zeros3)
             ax.set_xlim(ct_extent[0], ct_extent[1])
             ax.set_ylim(ct_extent[2], ct_extent[3])

@@ -85,7 +85,8 @@ def _plan(modality: str, config: DoseConfig):
         angles = list(config.proton_gantry_deg)
         pln = IonPlan(radiation_mode="protons", machine="Generic", **common)
         pln.prop_stf = {"gantry_angles": angles, "couch_angles": [0.0] * len(angles),
-                        "bixel_width": config.proton_spot_mm, "longitudinal_spot_spacing": config.proton_layer_mm, "generator": "IMPT"}
+                        "bixel_width": config.proton_spot_mm, "longitudinal_spot_spacing": config.proton_layer_mm,
+                        "generator": "IMPT"}
         pln.prop_dose_calc = {**grid, "engine": "HongPB"}
     else:
         raise ValueError(f"unknown modality {modality!r}")

@@ -115,7 +115,8 @@ def _place_oars(
         oar = _ball(allowed.shape, spacing_mm, oar_centre, config.oar_radius_mm) & allowed & ~ptv
         if int(oar.sum()) >= MIN_VOXELS:
             oars[name] = oar
-            details[name] = {"centre_mm_zyx": [round(float(v), 1) for v in oar_centre], "radius_mm": config.oar_radius_mm}
+            centre = [round(float(v), 1) for v in oar_centre]
+            details[name] = {"centre_mm_zyx": centre, "radius_mm": config.oar_radius_mm}
     return oars, details
 
 
@@ -151,7 +152,9 @@ def virtual_brain(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, 
     return Structures(ptv, oars, "virtual-brain", details)
 
 
-def virtual_pelvis(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig) -> Structures:
+def virtual_pelvis(
+    ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig
+) -> Structures:
     """Virtual prostate PTV with rectum and bladder OARs (see the module docstring)."""
     bone = (ct_hu > 200.0) & body
     if bone.sum() < MIN_VOXELS:
