@@ -167,7 +167,8 @@ def dose_request_from_env() -> Any:
     structures = _env_path("SYNTHCT_STRUCTURES", DEFAULT_STRUCTURES)
     if "SYNTHCT_STRUCTURES" in os.environ and not structures.is_dir():
         raise ValueError(f"SYNTHCT_STRUCTURES={structures}: folder not found")
-    return DoseRequest(modalities(choice), config, structures if structures.is_dir() else None)
+    has_cases = structures.is_dir() and any(p.is_dir() for p in structures.iterdir())
+    return DoseRequest(modalities(choice), config, structures if has_cases else None)
 
 
 def main() -> int:

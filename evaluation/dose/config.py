@@ -48,7 +48,7 @@ class DoseConfig:
     """Longitudinal spot (energy layer) spacing (mm water)."""
     solver: str = "ipopt"
     """Fluence optimiser: ``ipopt`` (IPOPT via ipyopt) or ``scipy`` (L-BFGS-B, stops at ``max_iterations``)."""
-    max_iterations: int = 300
+    max_iterations: int = 100
     """Iteration cap of the fluence optimiser."""
     target_radius_mm: float = 15.0
     """Radius of the virtual PTV sphere (mm)."""
@@ -101,7 +101,9 @@ def _convert(key: str, value: Any, default: Any) -> Any:
         items = value if isinstance(value, list | tuple) else [value]
         if not items:
             raise DoseConfigError(f"{key}: needs at least one value")
-        converted = tuple(_convert(key, item, 0.0) for item in items)
+        if not all(isinstance(item, int | float) and not isinstance(item, bool) for item in items):
+            raise DoseConfigError(f"{key}: expected a list of numbers, got {value!r}")
+        converted = tuple(float(item) for item in items)
         if key == "proton_gantry_deg" and not all(-360.0 <= a <= 360.0 for a in converted):
             raise DoseConfigError(f"{key}: angles must lie within -360…360°, got {list(converted)}")
         return converted
