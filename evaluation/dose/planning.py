@@ -113,8 +113,9 @@ def _structure_set(ct, structures: Structures, body: np.ndarray, spacing_mm: tup
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence pyRadPlan's warnings, progress bars and printouts (IPOPT's banner goes to the C stdout, untouched)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    """Silence pyRadPlan's warnings, per-beam progress bars and printouts (errors still raise)."""
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         logging.getLogger("pyRadPlan").setLevel(logging.ERROR)
         yield

@@ -5,17 +5,20 @@ synthct reads), on the CT's grid (same size, spacing, origin, direction); voxels
 
 Virtual structures (deterministic: a pure function of the CT, the body mask and the settings; sizes in mm):
 
-- **brain**: the intracranial space is the soft tissue (−100…100 HU) enclosed by the skull (> 250 HU) in each axial
-  slice. The PTV is a sphere (``target_radius_mm``) whose centre is the intracranial voxel, at least the radius plus
-  3 mm inside the intracranial space, nearest to the intracranial centroid moved 35 % of the intracranial half-width
-  towards +x (the patient's left in LPS). OARs: ``oar_medial`` beside it towards −x (the midline) and
-  ``oar_posterior`` behind it (+y), both spheres (``oar_radius_mm``) ``oar_gap_mm`` from the PTV surface, clipped to
+- **brain**: the intracranial space is the soft tissue (−100…150 HU, holes filled) enclosed by the skull (> 250 HU)
+  in each axial slice. The PTV is a sphere (``target_radius_mm``) whose centre is the intracranial voxel, at least the
+  radius plus 3 mm inside the intracranial space, nearest to the intracranial centroid moved 35 % of the intracranial
+  half-width towards +x (the patient's left in LPS). OARs: ``oar_right`` beside it towards −x (the patient's right)
+  and ``oar_posterior`` behind it (+y), both spheres (``oar_radius_mm``) ``oar_gap_mm`` from the PTV surface, clipped to
   the intracranial space.
 - **pelvis**: bone is > 200 HU. The pubic symphysis is the most anterior bone within 10 mm of the bony midline
   (mean x of bone). The prostate PTV (sphere) is centred 30 % of the bony pelvis' anterior-posterior extent behind
   the symphysis and 10 % of it above (+z), moved to the nearest voxel at least its radius plus 2 mm from bone and
   from the body surface. OARs: ``oar_rectum`` behind the PTV (+y) and ``oar_bladder`` above it (+z), clipped to the
   body's soft tissue (no bone).
+
+A space too small for ``target_radius_mm`` (a child, a small phantom) gets the largest PTV that fits the margin,
+down to 5 mm (the radius used is in ``details``); the OAR radius is then at most the PTV radius.
 
 Axes (z, y, x) as stored; for SynthRAD's LPS images +x is the patient's left, +y posterior, +z superior.
 """
@@ -36,6 +39,8 @@ from synthct.io import IMAGE_SUFFIXES, ImageError, geometry_differences, read_im
 
 MIN_VOXELS = 8
 """Fewest voxels a PTV or OAR may have on the CT grid."""
+MIN_RADIUS_MM = 5.0
+"""Smallest virtual PTV radius (mm) used when the anatomy has no room for ``target_radius_mm``."""
 
 
 class StructureError(ValueError):
@@ -99,24 +104,37 @@ def _largest_component(binary: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def _fit_radius(clearance_mm: np.ndarray, margin_mm: float, config: DoseConfig, what: str) -> float:
+    """``target_radius_mm``, or the largest radius ≥ :data:`MIN_RADIUS_MM` that keeps ``margin_mm`` of clearance."""
+    radius = min(config.target_radius_mm, float(clearance_mm.max(initial=0.0)) - margin_mm)
+    if radius < MIN_RADIUS_MM:
+        raise StructureError(
+            f"{what} is too small for a virtual PTV (room for a radius of {max(radius, 0.0):.1f} mm, at least "
+            f"{MIN_RADIUS_MM:g} mm needed); give --structures DIR"
+        )
+    return radius
+
+
 def _place_oars(
     names_directions: list[tuple[str, np.ndarray]],
     centre_mm: np.ndarray,
+    ptv_radius_mm: float,
     allowed: np.ndarray,
     ptv: np.ndarray,
     spacing_mm: tuple[float, ...],
     config: DoseConfig,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    distance = config.target_radius_mm + config.oar_gap_mm + config.oar_radius_mm
+    oar_radius = min(config.oar_radius_mm, ptv_radius_mm)
+    distance = ptv_radius_mm + config.oar_gap_mm + oar_radius
     oars: dict[str, np.ndarray] = {}
     details: dict[str, Any] = {}
     for name, direction in names_directions:
         oar_centre = centre_mm + distance * direction
-        oar = _ball(allowed.shape, spacing_mm, oar_centre, config.oar_radius_mm) & allowed & ~ptv
+        oar = _ball(allowed.shape, spacing_mm, oar_centre, oar_radius) & allowed & ~ptv
         if int(oar.sum()) >= MIN_VOXELS:
             oars[name] = oar
             centre = [round(float(v), 1) for v in oar_centre]
-            details[name] = {"centre_mm_zyx": centre, "radius_mm": config.oar_radius_mm}
+            details[name] = {"centre_mm_zyx": centre, "radius_mm": round(oar_radius, 1)}
     return oars, details
 
 
@@ -127,7 +145,8 @@ def virtual_brain(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, 
     for z in range(bone.shape[0]):
         if bone[z].any():
             enclosed[z] = ndimage.binary_fill_holes(bone[z])
-    intracranial = _largest_component(enclosed & ~bone & (ct_hu > -100.0) & (ct_hu < 100.0) & body)
+    soft = enclosed & ~bone & (ct_hu > -100.0) & (ct_hu < 150.0) & body
+    intracranial = ndimage.binary_fill_holes(_largest_component(soft)) & ~bone
     if intracranial.sum() < MIN_VOXELS:
         raise StructureError("no intracranial space found (soft tissue enclosed by skull > 250 HU) for a brain target")
     spacing = np.asarray(spacing_mm, dtype=float)
@@ -136,18 +155,15 @@ def virtual_brain(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, 
     half_width_x = (indices[:, 2].max() - indices[:, 2].min() + 1) * spacing[2] / 2
     wanted = centroid + np.array([0.0, 0.0, 0.35 * half_width_x])
     depth = ndimage.distance_transform_edt(intracranial, sampling=spacing)
-    centre = _nearest_allowed(depth >= config.target_radius_mm + 3.0, spacing_mm, wanted)
-    if centre is None:
-        raise StructureError(
-            f"the intracranial space is too small for a virtual PTV of radius {config.target_radius_mm} mm "
-            "(lower target_radius_mm or give --structures)"
-        )
-    ptv = _ball(ct_hu.shape, spacing_mm, centre, config.target_radius_mm) & intracranial
+    radius = _fit_radius(depth, 3.0, config, "the intracranial space")
+    centre = _nearest_allowed(depth >= radius + 3.0, spacing_mm, wanted)
+    assert centre is not None  # the deepest voxel qualifies
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, radius) & intracranial
     oars, oar_details = _place_oars(
-        [("oar_medial", np.array([0.0, 0.0, -1.0])), ("oar_posterior", np.array([0.0, 1.0, 0.0]))],
-        centre, intracranial, ptv, spacing_mm, config,
+        [("oar_right", np.array([0.0, 0.0, -1.0])), ("oar_posterior", np.array([0.0, 1.0, 0.0]))],
+        centre, radius, intracranial, ptv, spacing_mm, config,
     )
-    details = {"ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": config.target_radius_mm},
+    details = {"ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": round(radius, 1)},
                **oar_details}
     return Structures(ptv, oars, "virtual-brain", details)
 
@@ -171,20 +187,17 @@ def virtual_pelvis(
     wanted = np.array([symphysis[0] + 0.1 * extent_ap, symphysis[1] + 0.3 * extent_ap, x_mid])
     soft = body & ~bone
     clearance = ndimage.distance_transform_edt(soft, sampling=spacing)
-    centre = _nearest_allowed(clearance >= config.target_radius_mm + 2.0, spacing_mm, wanted)
-    if centre is None:
-        raise StructureError(
-            f"no room for a virtual prostate PTV of radius {config.target_radius_mm} mm away from bone "
-            "(lower target_radius_mm or give --structures)"
-        )
-    ptv = _ball(ct_hu.shape, spacing_mm, centre, config.target_radius_mm) & soft
+    radius = _fit_radius(clearance, 2.0, config, "the pelvis' soft tissue")
+    centre = _nearest_allowed(clearance >= radius + 2.0, spacing_mm, wanted)
+    assert centre is not None  # the voxel of largest clearance qualifies
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, radius) & soft
     oars, oar_details = _place_oars(
         [("oar_rectum", np.array([0.0, 1.0, 0.0])), ("oar_bladder", np.array([1.0, 0.0, 0.0]))],
-        centre, soft, ptv, spacing_mm, config,
+        centre, radius, soft, ptv, spacing_mm, config,
     )
     details = {
         "symphysis_mm_zyx": [round(float(v), 1) for v in symphysis],
-        "ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": config.target_radius_mm},
+        "ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": round(radius, 1)},
         **oar_details,
     }
     return Structures(ptv, oars, "virtual-pelvis", details)
