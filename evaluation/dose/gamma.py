@@ -6,6 +6,8 @@ voxels below 10 % of the reference maximum are not scored). A voxel passes when 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 
@@ -32,12 +34,17 @@ def gamma_pass_rate(
     if maximum <= 0.0:
         raise ValueError("gamma: the reference dose is zero everywhere")
     axes = tuple(np.arange(n, dtype=float) * s for n, s in zip(reference_gy.shape, spacing_mm, strict=True))
-    values = gamma(
-        axes, reference_gy.astype(np.float64), axes, evaluated_gy.astype(np.float64),
-        dose_percent_threshold=dose_pct, distance_mm_threshold=distance_mm, lower_percent_dose_cutoff=cutoff_pct,
-        interp_fraction=interp_fraction, max_gamma=1.1, local_gamma=False, global_normalisation=maximum,
-        skip_once_passed=True, quiet=True,
-    )
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)  # pymedphys logs its settings on the root logger (and fails to format them)
+    try:
+        values = gamma(
+            axes, reference_gy.astype(np.float64), axes, evaluated_gy.astype(np.float64),
+            dose_percent_threshold=dose_pct, distance_mm_threshold=distance_mm, lower_percent_dose_cutoff=cutoff_pct,
+            interp_fraction=interp_fraction, max_gamma=1.1, local_gamma=False, global_normalisation=maximum,
+            skip_once_passed=True, quiet=True,
+        )
+    finally:
+        logging.disable(previous)
     scored = np.isfinite(values)
     if not np.any(scored):
         raise ValueError("gamma: no voxel above the low-dose cutoff")
