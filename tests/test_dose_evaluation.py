@@ -265,3 +265,22 @@ def test_evaluate_dose_options_need_dose(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "need --dose" in done.stderr.decode("utf-8", errors="replace")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_ct_grid_coarsening_keeps_origin_and_structures() -> None:
+    """CT finer than ct_grid_mm is resampled for the ray tracing: voxel 0 stays at 0 mm, masks stay masks."""
+    from evaluation.dose.planning import _coarsen
+
+    hu = np.zeros((20, 40, 40), dtype=np.float32)
+    hu[:, :, 20:] = 100.0  # x >= 20 mm
+    body = np.ones(hu.shape, dtype=bool)
+    ptv = np.zeros(hu.shape, dtype=bool)
+    ptv[8:12, 10:30, 10:30] = True
+    coarse = _coarsen(hu, hu, body, Structures(ptv, {"oar_a": ptv.copy()}, "t"), (2.0, 1.0, 1.0), 2.0)
+    ct2, sct2, body2, structures2, spacing2 = coarse
+    assert spacing2 == (2.0, 2.0, 2.0) and ct2.shape == (20, 20, 20)
+    assert ct2[0, 0, 9] == 0.0 and ct2[0, 0, 10] == 100.0  # x = 20 mm is voxel 10 at 2 mm
+    assert body2.all() and structures2.ptv.dtype == bool and set(structures2.oars) == {"oar_a"}
+    assert structures2.ptv.sum() * 8 == pytest.approx(ptv.sum() * 2, rel=0.3)
+    same = _coarsen(hu, hu, body, Structures(ptv, {}, "t"), (2.0, 2.0, 2.0), 2.0)
+    assert same[0] is hu

@@ -36,6 +36,9 @@ class DoseConfig:
     """Prescription per fraction (Gy); the plan is normalised so that the PTV mean dose on the CT equals it."""
     dose_grid_mm: float = 3.0
     """Isotropic dose-grid spacing (mm); every dose metric is computed on this grid."""
+    ct_grid_mm: float = 2.0
+    """CT and sCT are resampled (linear HU, origin kept) to this isotropic spacing (mm) for the ray tracing when their
+    voxels are finer; 0 keeps the CT grid. Cuts time and memory ~3× on SynthRAD-size pelvis CTs."""
     photon_beams: int = 7
     """Equidistant coplanar photon beams, the first at gantry 0°."""
     photon_bixel_mm: float = 5.0
@@ -78,6 +81,7 @@ class DoseConfig:
 _RANGES: dict[str, tuple[float, float]] = {
     "prescription_gy": (0.01, 100.0),
     "dose_grid_mm": (0.5, 10.0),
+    "ct_grid_mm": (0.0, 10.0),
     "photon_beams": (1, 36),
     "photon_bixel_mm": (1.0, 20.0),
     "proton_spot_mm": (1.0, 20.0),

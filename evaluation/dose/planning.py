@@ -9,7 +9,8 @@ same beamlets, computed on the sCT) times those weights — the same method as t
 gives the CT dose (to float32 round-off). pyRadPlan's forward mode was slower than a second influence matrix here.
 
 Images go to pyRadPlan with origin 0 and identity direction (voxel (z, y, x) ↔ (z, y, x)·spacing mm); gantry 0°
-enters from −y (anterior for LPS images). The dose grid is pyRadPlan's resampling of the CT grid at
+enters from −y (anterior for LPS images). CT, sCT and structures are first resampled to ``ct_grid_mm`` when the CT
+is finer (linear; masks ≥ 0.5), the same for both. The dose grid is pyRadPlan's resampling of that grid at
 ``dose_grid_mm``.
 """
 
@@ -139,6 +140,30 @@ def _forward(ct, cst, stf, pln, weights: np.ndarray) -> sitk.Image:
     return dij.compute_result_dose_grid(np.ones(dij.total_num_of_bixels, dtype=np.float32))["physical_dose"]
 
 
+def _resample(array: np.ndarray, spacing_mm: tuple[float, ...], new_spacing_mm: float) -> np.ndarray:
+    """Linear resampling of a (z, y, x) array onto an isotropic grid with the same origin (voxel 0 at 0 mm)."""
+    image = _image(array.astype(np.float32, copy=False), spacing_mm)
+    size = [max(1, int(np.floor((n - 1) * s / new_spacing_mm)) + 1) for n, s in zip(image.GetSize(), image.GetSpacing(),
+                                                                                 strict=True)]
+    resampled = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0), (new_spacing_mm,) * 3,
+                              image.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def _coarsen(
+    ct_hu: np.ndarray, sct_hu: np.ndarray, body: np.ndarray, structures: Structures, spacing_mm: tuple[float, ...],
+    grid_mm: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Structures, tuple[float, ...]]:
+    """CT, sCT, body and structures on the ``grid_mm`` grid when the CT is finer (``grid_mm`` 0: unchanged)."""
+    if grid_mm <= 0.0 or min(spacing_mm) >= grid_mm:
+        return ct_hu, sct_hu, body, structures, spacing_mm
+    coarse = Structures(_resample(structures.ptv, spacing_mm, grid_mm) >= 0.5,
+                        {name: _resample(m, spacing_mm, grid_mm) >= 0.5 for name, m in structures.oars.items()},
+                        structures.source, structures.details)
+    return (_resample(ct_hu, spacing_mm, grid_mm), _resample(sct_hu, spacing_mm, grid_mm),
+            _resample(body, spacing_mm, grid_mm) >= 0.5, coarse, (grid_mm,) * 3)
+
+
 def _to_grid(mask: np.ndarray, spacing_mm: tuple[float, ...], reference: sitk.Image) -> np.ndarray:
     """A CT-grid mask resampled onto the dose grid (linear, ≥ 0.5 inside)."""
     resampled = sitk.Resample(_image(mask.astype(np.float32), spacing_mm), reference, sitk.Transform(),
@@ -160,12 +185,13 @@ def plan_and_recalculate(
     from pyRadPlan.ct import validate_ct
 
     rx = config.prescription_gy
-    body = body > 0
     seconds: dict[str, float] = {}
     stage = "setup"
     try:
         with _quiet():
             start = time.perf_counter()
+            ct_hu, sct_hu, body, structures, spacing_mm = _coarsen(ct_hu, sct_hu, body > 0, structures, spacing_mm,
+                                                                   config.ct_grid_mm)
             ct_values = np.where(body, ct_hu, config.outside_body_hu).astype(np.float32)
             ct = validate_ct(cube_hu=_image(ct_values, spacing_mm))
             del ct_values
