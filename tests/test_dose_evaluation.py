@@ -278,6 +278,7 @@ def test_ct_grid_coarsening_keeps_origin_and_structures() -> None:
     ptv[8:12, 10:30, 10:30] = True
     coarse = _coarsen(hu, hu, body, Structures(ptv, {"oar_a": ptv.copy()}, "t"), (2.0, 1.0, 1.0), 2.0)
     ct2, sct2, body2, structures2, spacing2 = coarse
+    assert sct2.shape == ct2.shape
     assert spacing2 == (2.0, 2.0, 2.0) and ct2.shape == (20, 20, 20)
     assert ct2[0, 0, 9] == 0.0 and ct2[0, 0, 10] == 100.0  # x = 20 mm is voxel 10 at 2 mm
     assert body2.all() and structures2.ptv.dtype == bool and set(structures2.oars) == {"oar_a"}
