@@ -285,3 +285,68 @@ def test_ct_grid_coarsening_keeps_origin_and_structures() -> None:
     assert structures2.ptv.sum() * 8 == pytest.approx(ptv.sum() * 2, rel=0.3)
     same = _coarsen(hu, hu, body, Structures(ptv, {}, "t"), (2.0, 2.0, 2.0), 2.0)
     assert same[0] is hu
+
+
+def _rtstruct(path: Path, rois: dict[str, list[np.ndarray]], modality: str = "RTSTRUCT") -> Path:
+    """A minimal RTSTRUCT: ``rois`` maps ROI name → closed planar contours (N×3 patient mm)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    for number, (name, contours) in enumerate(rois.items(), start=1):
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName = number, name
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ContourSequence = Sequence()
+        for points in contours:
+            contour = Dataset()
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourData = [float(v) for v in np.asarray(points).ravel()]
+            item.ContourSequence.append(contour)
+        ds.ROIContourSequence.append(item)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _square(z_mm: float, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0, z_mm], [x1, y0, z_mm], [x1, y1, z_mm], [x0, y1, z_mm]])
+
+
+def test_rtstruct_structures_rasterised_on_the_ct_grid(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    reference = sitk.Image(40, 30, 20, sitk.sitkUInt8)  # x, y, z
+    reference.SetSpacing((2.0, 2.0, 3.0))
+    reference.SetOrigin((-40.0, -30.0, -30.0))
+    # PTV: x -11…11 mm, y -7…7 mm on z = -3, 0, 3 mm; a 6 mm hole (nested contour) at z = 0
+    ptv = [_square(z, -11.0, 11.0, -7.0, 7.0) for z in (-3.0, 0.0, 3.0)] + [_square(0.0, -3.0, 3.0, -3.0, 3.0)]
+    rois = {"PTV_60": ptv, "Spinal Cord": [_square(0.0, 14.0, 20.0, -2.0, 2.0)],
+            "BODY": [_square(0.0, -39, 39, -29, 29)], "Empty": []}
+    _rtstruct(tmp_path / "1BA001" / "RS.1BA001.dcm", rois)
+    structures = user_structures(tmp_path, "1BA001", reference)
+    assert structures.source == "user-rtstruct" and structures.details["ptv_rois"] == ["PTV_60"]
+    assert set(structures.oars) == {"oar_spinal_cord"}
+    # voxel centres x = -40 + 2i inside (-11, 11): i = 15…25 (11), y = -30 + 2j inside (-7, 7): j = 12…18 (7)
+    assert structures.ptv[9].sum() == 77 and structures.ptv[11].sum() == 77  # z = -3 mm → k = 9, z = 3 mm → k = 11
+    assert structures.ptv[10].sum() == 77 - 9  # the hole holds 3 × 3 voxel centres
+    assert structures.ptv.sum() == 77 + 68 + 77
+    assert not structures.ptv[10, 15, 20] and structures.ptv[10, 15, 17]
+    _rtstruct(tmp_path / "1BA002" / "RS.dcm", {"GTV": ptv})
+    with pytest.raises(StructureError, match="no ROI named PTV"):
+        user_structures(tmp_path, "1BA002", reference)
+    _rtstruct(tmp_path / "1BA003" / "CT.dcm", {"PTV": ptv}, modality="CT")
+    with pytest.raises(StructureError, match="not an RTSTRUCT"):
+        user_structures(tmp_path, "1BA003", reference)

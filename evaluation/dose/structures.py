@@ -1,7 +1,11 @@
 """Planning structures of a case: the user's masks, or a documented virtual target with OARs beside it.
 
 User structures (``--structures DIR``): ``DIR/<ID>/ptv.<ext>`` and ``DIR/<ID>/oar_<name>.<ext>`` (any image format
-synthct reads), on the CT's grid (same size, spacing, origin, direction); voxels > 0 are inside.
+synthct reads), on the CT's grid (same size, spacing, origin, direction); voxels > 0 are inside. Or, without a
+``ptv.<ext>``, one DICOM RTSTRUCT (``DIR/<ID>/*.dcm``) in the CT's frame of reference: its closed planar contours are
+rasterised onto the CT grid (voxel centres inside; nested contours of one ROI cut holes); ROIs named ``PTV…`` form
+the PTV (their union), ROIs named like the body (``BODY``, ``EXTERNAL``, ``SKIN``, ``OUTLINE``, ``COUCH…``) are
+ignored, every other ROI with contours on the CT is an OAR ``oar_<name>``.
 
 Virtual structures (deterministic: a pure function of the CT, the body mask and the settings; sizes in mm):
 
@@ -242,14 +246,74 @@ def _read_mask(path: Path, ct_image: sitk.Image) -> np.ndarray:
     return values > 0
 
 
+_IGNORED_ROIS = re.compile(r"(body|external|skin|outline|couch.*|table.*)", re.IGNORECASE)
+
+
+def _rasterise(contours: list[np.ndarray], ct_image: sitk.Image) -> np.ndarray:
+    """Boolean (z, y, x) mask of closed planar contours (patient mm points, N×3) on the CT grid (even-odd rule)."""
+    from matplotlib.path import Path as Polygon
+
+    size_x, size_y, size_z = ct_image.GetSize()
+    mask = np.zeros((size_z, size_y, size_x), dtype=bool)
+    for points in contours:
+        index = np.array([ct_image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in p)) for p in points])
+        z = round(float(index[:, 2].mean()))
+        if not 0 <= z < size_z or len(index) < 3:
+            continue
+        x0, y0 = np.maximum(np.floor(index[:, :2].min(axis=0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(index[:, :2].max(axis=0)).astype(int) + 1, (size_x, size_y))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        inside = Polygon(index[:, :2]).contains_points(np.column_stack([xx.ravel(), yy.ravel()]))
+        mask[z, y0:y1, x0:x1] ^= inside.reshape(yy.shape)
+    return mask
+
+
+def rtstruct_structures(path: Path, ct_image: sitk.Image) -> Structures:
+    """PTV and OARs of a DICOM RTSTRUCT on the CT grid (see the module docstring)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError) as exc:
+        raise StructureError(f"{path}: not a readable DICOM file ({exc})") from exc
+    if dataset.get("Modality") != "RTSTRUCT" or "ROIContourSequence" not in dataset:
+        raise StructureError(f"{path}: not an RTSTRUCT with contours (Modality {dataset.get('Modality')!r})")
+    names = {int(roi.ROINumber): str(roi.ROIName).strip() for roi in dataset.get("StructureSetROISequence", [])}
+    ptv = np.zeros(tuple(reversed(ct_image.GetSize())), dtype=bool)
+    ptv_names: list[str] = []
+    oars: dict[str, np.ndarray] = {}
+    for roi in dataset.ROIContourSequence:
+        name = names.get(int(roi.ReferencedROINumber), f"roi{int(roi.ReferencedROINumber)}")
+        contours = [np.asarray(c.ContourData, dtype=float).reshape(-1, 3) for c in roi.get("ContourSequence", [])
+                    if c.get("ContourGeometricType") == "CLOSED_PLANAR"]
+        if _IGNORED_ROIS.fullmatch(name) or not contours:
+            continue
+        mask = _rasterise(contours, ct_image)
+        if name.upper().startswith("PTV"):
+            ptv |= mask
+            ptv_names.append(name)
+        elif mask.any():
+            oars["oar_" + re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()] = mask
+    if not ptv_names:
+        raise StructureError(f"{path}: no ROI named PTV… among {', '.join(sorted(names.values())) or 'none'}")
+    return Structures(ptv, oars, "user-rtstruct", {"file": str(path), "ptv_rois": ptv_names, "oars": sorted(oars)})
+
+
 def user_structures(folder: Path, case_id: str, ct_image: sitk.Image) -> Structures:
     """The user's PTV and OARs of one case from ``folder/<case_id>/``; raises :class:`StructureError` if unusable."""
     case_folder = Path(folder) / case_id
     if not case_folder.is_dir():
         raise StructureError(f"{case_folder}: no structure folder for case {case_id}")
     ptvs, oar_files = _structure_files(case_folder)
+    dicoms = sorted(p for p in case_folder.iterdir() if p.is_file() and p.suffix.lower() == ".dcm")
+    if not ptvs and len(dicoms) == 1:
+        return rtstruct_structures(dicoms[0], ct_image)
     if not ptvs:
-        raise StructureError(f"{case_folder}: no ptv.<ext> mask")
+        found = f" (and {len(dicoms)} .dcm files: give one RTSTRUCT)" if dicoms else ""
+        raise StructureError(f"{case_folder}: no ptv.<ext> mask{found}")
     if len(ptvs) > 1:
         raise StructureError(f"{case_folder}: several PTV files: {', '.join(p.name for p in ptvs)}")
     try:
