@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="user structures DIR/<ID>/ptv.<ext> and DIR/<ID>/oar_<name>.<ext> (default: a virtual target per region)",
+        help="user structures DIR/<ID>/ptv.<ext> + DIR/<ID>/oar_<name>.<ext>, or one RTSTRUCT DIR/<ID>/*.dcm "
+        "(default: a virtual target per region)",
     )
     dose.add_argument(
         "--dose-config", type=Path, default=None, metavar="YAML", help="dose settings file (a flat mapping)"

@@ -253,6 +253,8 @@ def test_evaluate_with_dose_end_to_end(tmp_path: Path) -> None:
     assert payload["dose"]["modalities"] == ["photon", "proton"]
     for modality in ("photon", "proton"):
         assert (tmp_path / "pictures" / f"1BA001_{modality}_dose.png").stat().st_size > 10_000
+    report = (tmp_path / "pictures" / "report.md").read_text(encoding="utf-8")
+    assert "## Dose" in report and "[photon](1BA001_photon_dose.png)" in report and "1BA002** dose error" in report
 
 
 def test_evaluate_dose_options_need_dose(tmp_path: Path) -> None:
