@@ -352,3 +352,27 @@ def test_rtstruct_structures_rasterised_on_the_ct_grid(tmp_path: Path) -> None:
     _rtstruct(tmp_path / "1BA003" / "CT.dcm", {"PTV": ptv}, modality="CT")
     with pytest.raises(StructureError, match="not an RTSTRUCT"):
         user_structures(tmp_path, "1BA003", reference)
+
+
+@needs_extra
+def test_container_dose_request_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluation.container import dose_request_from_env
+
+    monkeypatch.delenv("SYNTHCT_DOSE", raising=False)
+    assert dose_request_from_env() is None
+    monkeypatch.setenv("SYNTHCT_DOSE", "proton")
+    monkeypatch.setenv("SYNTHCT_DOSE_SET", "dose_grid_mm=4; proton_gantry_deg=[90, 270]")
+    monkeypatch.setenv("SYNTHCT_STRUCTURES", str(tmp_path))
+    request = dose_request_from_env()
+    assert request.modalities == ("proton",) and request.config.dose_grid_mm == 4.0
+    assert request.config.proton_gantry_deg == (90.0, 270.0)
+    assert request.structures_dir is None  # no case folder in it: virtual targets
+    (tmp_path / "1BA001").mkdir()
+    assert dose_request_from_env().structures_dir == tmp_path
+    monkeypatch.setenv("SYNTHCT_DOSE", "electrons")
+    with pytest.raises(ValueError, match="electrons"):
+        dose_request_from_env()
+    monkeypatch.setenv("SYNTHCT_DOSE", "both")
+    monkeypatch.setenv("SYNTHCT_DOSE_SET", "photon_beam=5")
+    with pytest.raises(ValueError, match="photon_beams"):
+        dose_request_from_env()
