@@ -9,11 +9,13 @@ DEMO_DIR ?= demo
 
 .PHONY: install test container-test lint demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml evaluation/requirements-dose.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -e ".[train,export,cpu,dev]"
+	# dose extra: pyRadPlan + pymedphys without their declared deps (see evaluation/requirements-dose.txt)
+	$(PY) -m pip install --quiet --no-deps -r evaluation/requirements-dose.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -50,11 +50,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score predictions whose spacing/origin/direction differ from the CT (size must match)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dose = parser.add_argument_group("dose evaluation (optional extra 'dose')")
+    dose.add_argument(
+        "--dose",
+        choices=("photon", "proton", "both"),
+        default=None,
+        help="also plan on the CT and recalculate on the sCT (pyRadPlan pencil beam): dose MAE, DVH, gamma 2%%/2 mm",
+    )
+    dose.add_argument(
+        "--structures",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="user structures DIR/<ID>/ptv.<ext> + DIR/<ID>/oar_<name>.<ext>, or one RTSTRUCT DIR/<ID>/*.dcm "
+        "(default: a virtual target per region)",
+    )
+    dose.add_argument(
+        "--dose-config", type=Path, default=None, metavar="YAML", help="dose settings file (a flat mapping)"
+    )
+    dose.add_argument(
+        "--dose-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one dose setting, e.g. --dose-set dose_grid_mm=4 (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.local import run_local
+    import logging
 
+    from evaluation.local import DoseRequest, run_local
+
+    dose = None
+    if args.dose is not None or args.structures is not None or args.dose_config is not None or args.dose_set:
+        from evaluation.dose import DoseExtraMissing, require_dose_extra
+        from evaluation.dose.config import DoseConfigError, load_dose_config, modalities
+
+        if args.dose is None:
+            logging.getLogger("synthct.evaluate").error("--structures/--dose-config/--dose-set need --dose")
+            return 2
+        try:
+            require_dose_extra()
+            config = load_dose_config(args.dose_config, args.dose_set)
+        except (DoseExtraMissing, DoseConfigError) as exc:
+            logging.getLogger("synthct.evaluate").error("%s", exc)
+            return 2
+        if args.structures is not None and not args.structures.is_dir():
+            logging.getLogger("synthct.evaluate").error("%s: structures folder not found", args.structures)
+            return 2
+        dose = DoseRequest(modalities(args.dose), config, args.structures)
     return run_local(
         args.pred,
         args.gt,
@@ -65,4 +110,5 @@ def run(args: argparse.Namespace) -> int:
         only_predicted=args.only_predicted,
         strict_geometry=not args.ignore_geometry,
         progress=not args.no_progress,
+        dose=dose,
     )

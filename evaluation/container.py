@@ -13,6 +13,11 @@ Platform conventions (grand-challenge evaluation method; SynthRAD 2023/2025 eval
 
 Environment overrides: ``SYNTHCT_INPUT``, ``SYNTHCT_OUTPUT``, ``SYNTHCT_GROUND_TRUTH``, and
 ``SYNTHCT_METRICS_VARIANT`` (``synthrad2023`` default, or ``synthrad2025``).
+
+Dose evaluation (image built with ``--build-arg WITH_DOSE=1``): ``SYNTHCT_DOSE=photon|proton|both`` adds the
+``photon_*``/``proton_*`` dose metrics to metrics.json; ``SYNTHCT_DOSE_SET="key=value;key=value"`` overrides dose
+settings; structures come from ``/opt/app/structures/<ID>/`` when that folder exists in the image (override:
+``SYNTHCT_STRUCTURES``), else virtual targets.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")
 DEFAULT_GROUND_TRUTH = Path("/opt/app/ground-truth")
+DEFAULT_STRUCTURES = Path("/opt/app/structures")
 SCT_SLUGS = ("synthetic-ct-image", "synthetic-ct", "sct-image", "sct")
 SCT_RELATIVE_PATH = "images/synthetic-ct"
 MR_SLUGS = ("mri-image", "mr-image", "mri", "mr")
@@ -146,6 +152,25 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value) if value else default
 
 
+def dose_request_from_env() -> Any:
+    """The ``DoseRequest`` of ``SYNTHCT_DOSE`` (None when unset or empty). Raises ``ValueError`` with the reason."""
+    choice = os.environ.get("SYNTHCT_DOSE", "").strip().lower()
+    if not choice or choice in ("none", "off", "0"):
+        return None
+    from evaluation.dose import require_dose_extra
+    from evaluation.dose.config import load_dose_config, modalities
+    from evaluation.local import DoseRequest
+
+    require_dose_extra()
+    assignments = [a.strip() for a in os.environ.get("SYNTHCT_DOSE_SET", "").split(";") if a.strip()]
+    config = load_dose_config(None, assignments)
+    structures = _env_path("SYNTHCT_STRUCTURES", DEFAULT_STRUCTURES)
+    if "SYNTHCT_STRUCTURES" in os.environ and not structures.is_dir():
+        raise ValueError(f"SYNTHCT_STRUCTURES={structures}: folder not found")
+    has_cases = structures.is_dir() and any(p.is_dir() for p in structures.iterdir())
+    return DoseRequest(modalities(choice), config, structures if has_cases else None)
+
+
 def main() -> int:
     """Evaluate /input against the ground truth; write /output/metrics.json; 0 if every case scored, else 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -159,6 +184,11 @@ def main() -> int:
         return 2
     variant: Variant = variant_name  # type: ignore[assignment]
     try:
+        dose = dose_request_from_env()
+    except (ValueError, RuntimeError) as exc:
+        log.error("SYNTHCT_DOSE: %s", exc)
+        return 2
+    try:
         job_list = read_job_list(input_dir / "predictions.json")
         ground_truth = find_ground_truth(ground_truth_dir)
     except EvaluationError as exc:
@@ -169,7 +199,8 @@ def main() -> int:
         return 1
     jobs = build_jobs(job_list, input_dir, ground_truth)
     log.info("%d job(s) in predictions.json, %d ground-truth case(s)", len(job_list), len(ground_truth))
-    payload = evaluate_jobs(jobs, variant)
+    dose_arguments = dose.evaluator_arguments(None) if dose is not None else {}
+    payload = evaluate_jobs(jobs, variant, **dose_arguments)
     write_metrics(metrics_path, payload)
     failed = failed_count(payload)
     log.info("wrote %s: %d case(s) scored, %d failed", metrics_path, len(jobs) - failed, failed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,26 @@ from synthct.io import ImageError, read_image
 from synthct.metrics import Variant
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DoseRequest:
+    """What ``--dose`` asked for: modalities, validated settings (:class:`evaluation.dose.config.DoseConfig`),
+    the user's structure folder (None: virtual targets)."""
+
+    modalities: tuple[str, ...]
+    config: Any
+    structures_dir: Path | None = None
+
+    def evaluator_arguments(self, pictures_dir: Path | None) -> dict[str, Any]:
+        """Keyword arguments of :func:`evaluation.scoring.evaluate_jobs` for this request."""
+        from evaluation.dose.evaluate import dose_keys, dose_settings, make_dose_evaluator
+
+        return {
+            "dose_evaluator": make_dose_evaluator(self.modalities, self.config, self.structures_dir, pictures_dir),
+            "dose_keys": dose_keys(self.modalities),
+            "dose_settings": dose_settings(self.modalities, self.config, self.structures_dir),
+        }
 
 
 def picture_maker(folder: Path, made: dict[str, str]) -> PictureMaker:
@@ -50,6 +71,7 @@ def run_local(
     only_predicted: bool = False,
     strict_geometry: bool = True,
     progress: bool = True,
+    dose: DoseRequest | None = None,
 ) -> int:
     """Score every ground-truth case; write ``out`` (metrics.json) and, with ``pictures_dir``, PNGs + report.md.
 
@@ -74,7 +96,8 @@ def run_local(
         return 2
     pictures: dict[str, str] = {}
     maker = picture_maker(pictures_dir, pictures) if pictures_dir is not None else None
-    payload = evaluate_jobs(jobs, variant, strict_geometry, maker, progress)
+    dose_arguments = dose.evaluator_arguments(pictures_dir) if dose is not None else {}
+    payload = evaluate_jobs(jobs, variant, strict_geometry, maker, progress, **dose_arguments)
     write_metrics(out, payload)
     log.info("wrote %s", out)
     if pictures_dir is not None:

@@ -67,6 +67,8 @@ def render_report(payload: dict[str, Any], pictures: dict[str, str], title: str 
     if failed:
         lines += ["", "## Errors", ""]
         lines += [f"- **{_cell(r['case_id'])}**: {_cell(str(r['error']))}" for r in failed]
+    if payload.get("dose"):
+        lines += _dose_lines(payload)
     if pictures:
         lines += ["", "## Pictures", ""]
         for record in payload["results"]:
@@ -74,6 +76,30 @@ def render_report(payload: dict[str, Any], pictures: dict[str, str], title: str 
             if case_id in pictures:
                 lines += [f"### {_cell(case_id)}", "", f"![{_cell(case_id)}]({pictures[case_id]})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _dose_lines(payload: dict[str, Any]) -> list[str]:
+    """Dose aggregates (% Rx, %) and per-case dose errors; pictures are ``<ID>_<modality>_dose.png``."""
+    lines = ["", "## Dose (plan on CT, recalculated on sCT)", "", "| metric | mean ± std | median | min | max | n |",
+             "|---|---|---|---|---|---|"]
+    for key, agg in payload["aggregates"].items():
+        if not key.startswith(("photon_", "proton_")):
+            continue
+        if not agg["count"]:
+            lines.append(f"| {key} | — | — | — | — | 0 |")
+            continue
+        lines.append(f"| {key} | {agg['mean']:.2f} ± {agg['std']:.2f} | {agg['50pc']:.2f} | {agg['min']:.2f} "
+                     f"| {agg['max']:.2f} | {agg['count']} |")
+    lines.append("")
+    for record in payload["results"]:
+        dose = record.get("dose") or {}
+        links = [f"[{m}]({record['case_id']}_{m}_dose.png)" for m in ("photon", "proton")
+                 if isinstance(dose.get(m), dict) and dose[m].get("picture")]
+        if links:
+            lines.append(f"- {_cell(record['case_id'])} dose pictures: " + ", ".join(links))
+        if record.get("dose_error"):
+            lines.append(f"- **{_cell(record['case_id'])}** dose error: {_cell(str(record['dose_error']))}")
+    return lines
 
 
 def write_report(path: str | os.PathLike[str], payload: dict[str, Any], pictures: dict[str, str]) -> Path:

@@ -26,6 +26,8 @@ from synthct.metrics import METRIC_KEYS, PSNR_CAP_DB, Variant, aggregate, comput
 log = logging.getLogger(__name__)
 
 PictureMaker = Callable[[Job, dict[str, Any], "LoadedCase"], None]
+DoseEvaluator = Callable[[Job, "LoadedCase"], dict[str, Any]]
+"""Optional dose evaluation (:mod:`evaluation.dose`): record fields of one scored case; never raises for a bad case."""
 
 
 class LoadedCase:
@@ -83,8 +85,14 @@ def score_job(
     variant: Variant = "synthrad2023",
     strict_geometry: bool = True,
     make_picture: PictureMaker | None = None,
+    dose_evaluator: DoseEvaluator | None = None,
+    dose_keys: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Score one job; never raises for a bad case: the record's ``error`` says what went wrong and where."""
+    """Score one job; never raises for a bad case: the record's ``error`` says what went wrong and where.
+
+    With ``dose_evaluator`` the record also gets ``dose_keys`` (``null`` unless dose-scored), ``dose`` and
+    ``dose_error``; a dose failure leaves the image metrics in place.
+    """
     record: dict[str, Any] = {"case_id": job.case_id}
     if job.pk is not None:
         record["pk"] = job.pk
@@ -92,7 +100,12 @@ def score_job(
     record["ground_truth"] = str(job.ground_truth.ct) if job.ground_truth and job.ground_truth.ct else None
     record.update(dict.fromkeys(METRIC_KEYS[variant]))
     record["error"] = job.problem
+    if dose_evaluator is not None:
+        record.update(dict.fromkeys(dose_keys))
+        record["dose_error"] = None
     if job.problem:
+        if dose_evaluator is not None:
+            record["dose_error"] = "not dose-evaluated: the case failed"
         return record
     try:
         case = load_job(job, strict_geometry)
@@ -102,10 +115,12 @@ def score_job(
             raise ImageError(_name_files(str(exc), job)) from exc
     except ImageError as exc:
         record["error"] = str(exc)
-        return record
     except Exception as exc:  # one broken case must not stop the others
         log.debug("case %s failed", job.case_id, exc_info=True)
         record["error"] = f"case {job.case_id} ({job.prediction}): {type(exc).__name__}: {exc}"
+    if record["error"]:
+        if dose_evaluator is not None:
+            record["dose_error"] = "not dose-evaluated: the case failed"
         return record
     record.update(values)
     if make_picture is not None:
@@ -114,6 +129,12 @@ def score_job(
         except Exception as exc:  # a picture is a convenience: keep the scores
             log.warning("case %s: picture failed: %s", job.case_id, exc)
             record["picture_error"] = f"{type(exc).__name__}: {exc}"
+    if dose_evaluator is not None:
+        try:
+            record.update(dose_evaluator(job, case))
+        except Exception as exc:  # the image metrics stay
+            log.debug("case %s: dose evaluation failed", job.case_id, exc_info=True)
+            record["dose_error"] = f"case {job.case_id}: dose evaluation failed: {type(exc).__name__}: {exc}"
     return record
 
 
@@ -123,29 +144,48 @@ def evaluate_jobs(
     strict_geometry: bool = True,
     make_picture: PictureMaker | None = None,
     progress: bool = True,
+    dose_evaluator: DoseEvaluator | None = None,
+    dose_keys: Sequence[str] = (),
+    dose_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score every job (progress bar) and return the metrics.json payload."""
+    """Score every job (progress bar) and return the metrics.json payload (+ dose keys and settings if asked)."""
     results = []
     bar = tqdm(jobs, desc="evaluate", unit="case", disable=not progress)
     for job in bar:
         bar.set_postfix_str(job.case_id)
-        record = score_job(job, variant, strict_geometry, make_picture)
+        record = score_job(job, variant, strict_geometry, make_picture, dose_evaluator, dose_keys)
         if record["error"]:
             log.error("%s", record["error"])
+        elif record.get("dose_error"):
+            log.error("%s", record["dose_error"])
         results.append(record)
-    return build_payload(results, variant)
+    return build_payload(results, variant, dose_keys, dose_settings)
 
 
-def build_payload(results: list[dict[str, Any]], variant: Variant) -> dict[str, Any]:
-    """``{"variant", "psnr_cap_db", "results", "aggregates", "cases"}`` from per-case records."""
+def build_payload(
+    results: list[dict[str, Any]],
+    variant: Variant,
+    dose_keys: Sequence[str] = (),
+    dose_settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``{"variant", "psnr_cap_db", "results", "aggregates", "cases"}`` from per-case records.
+
+    Dose keys are aggregated (with the image metrics' statistics) over the cases that have a value; ``dose`` holds
+    the dose settings and ``cases.dose_failed`` counts the scored cases whose dose evaluation failed.
+    """
     scored = [r for r in results if not r.get("error")]
-    return {
+    keys = [*METRIC_KEYS[variant], *dose_keys]
+    payload: dict[str, Any] = {
         "variant": variant,
         "psnr_cap_db": PSNR_CAP_DB,
         "results": results,
-        "aggregates": {key: aggregate(r[key] for r in scored) for key in METRIC_KEYS[variant]},
+        "aggregates": {key: aggregate(r.get(key) for r in scored) for key in keys},
         "cases": {"scored": len(scored), "failed": len(results) - len(scored)},
     }
+    if dose_settings is not None:
+        payload["dose"] = dose_settings
+        payload["cases"]["dose_failed"] = sum(1 for r in scored if r.get("dose_error"))
+    return payload
 
 
 def write_metrics(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
@@ -155,4 +195,5 @@ def write_metrics(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path
 
 
 def failed_count(payload: dict[str, Any]) -> int:
-    return sum(1 for r in payload["results"] if r.get("error"))
+    """Cases that failed, counting a scored case whose requested dose evaluation failed."""
+    return sum(1 for r in payload["results"] if r.get("error") or r.get("dose_error"))
