@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_train_helpers import tiny_config, write_config, write_tiny_dataset
@@ -166,3 +167,20 @@ def test_learning_rate_schedule() -> None:
     assert lr_factor(cosine, 10, 0.5) == pytest.approx(0.55)
     assert lr_factor(cosine, 10, 1.0) == pytest.approx(0.1)
     assert lr_factor(cosine, 10, 2.0) == pytest.approx(0.1)
+
+
+def test_validation_subset_during_training_and_every_case_at_the_end(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data", n_cases=4)
+    config = config_from_dict(tiny_config(
+        train={"max_steps": 2, "epochs": 5},  # 2 training cases, batch 1: one epoch = 2 steps
+        validation={"every_epochs": 1, "at_end": True, "batch_size": 1, "max_cases": 1},
+        data={"root": str(data), "val_fraction": 0.5},
+    ))
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.run()
+    files = sorted((tmp_path / "run" / "validation").glob("*.json"))
+    assert [f.name for f in files] == ["step_00000002.json", "step_00000002_all.json"]
+    subset, full = (json.loads(f.read_text(encoding="utf-8")) for f in files)
+    assert len(subset["cases"]) == 1 and len(full["cases"]) == 2
+    assert trainer.best_cases == 1  # best.pt compares like with like: the subset's MAE
+    assert isinstance(trainer.val_volumes[0].mr, np.memmap)  # validation volumes are memory maps too

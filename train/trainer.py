@@ -331,6 +331,16 @@ def tune_cpu_allocator() -> bool:
     return applied
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (MB, memory-mapped pages included); 0 where ``resource`` is missing."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0.0
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -538,7 +548,7 @@ class Trainer:
             if not final:
                 self.validation_estimate_s = result.seconds * 1.1 + 1.0
             self.last_metrics = dict(result.mean)
-            self._log_validation(result)
+            self._log_validation(result, "_all" if final and self.config.validation.max_cases else "")
             mae = result.mean.get("mae")
             comparable = self.best_cases in (None, len(volumes))
             if comparable:
@@ -552,12 +562,12 @@ class Trainer:
                          self.best_mae or float("nan"))
         barrier(self.info)
 
-    def _log_validation(self, result: ValidationResult) -> None:
+    def _log_validation(self, result: ValidationResult, suffix: str = "") -> None:
         assert self.run_log is not None
         payload = {"step": self.step, "epoch": self.epoch, "seconds": result.seconds, "mean": result.mean,
                    "aggregates": result.aggregates, "cases": result.per_case,
                    "elapsed_s": time.monotonic() - self.started}
-        self.run_log.validation_file(self.step, payload)
+        self.run_log.validation_file(self.step, payload, suffix)
         self.run_log.record("validation", self.step, {"epoch": self.epoch, **result.mean, "seconds": result.seconds,
                                                        "elapsed_s": payload["elapsed_s"]})
         self.run_log.scalars("val", self.step, result.mean)
@@ -713,9 +723,12 @@ class Trainer:
         self._save("last.pt")
         result = TrainResult(self.step, self.epoch, stopped, self.best_mae, dict(self.last_metrics),
                              time.monotonic() - self.started)
+        rss = peak_rss_mb()
+        rss_max = max_over_ranks([rss], self.info, device)[0]
         if self.run_log is not None:
             self.run_log.record("end", self.step, {"epoch": self.epoch, "stopped": stopped, "best_mae": self.best_mae,
-                                                   "elapsed_s": result.seconds})
+                                                   "elapsed_s": result.seconds, "peak_rss_mb_rank0": rss,
+                                                   "peak_rss_mb_max_rank": rss_max})
         log.info("stopped (%s) at step %d, epoch %d after %.0f s; best validation MAE %s", stopped, self.step,
                  self.epoch, result.seconds, f"{self.best_mae:.2f} HU" if self.best_mae is not None else "n/a")
         return result
