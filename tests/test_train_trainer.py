@@ -184,3 +184,20 @@ def test_validation_subset_during_training_and_every_case_at_the_end(tmp_path: P
     assert len(subset["cases"]) == 1 and len(full["cases"]) == 2
     assert trainer.best_cases == 1  # best.pt compares like with like: the subset's MAE
     assert isinstance(trainer.val_volumes[0].mr, np.memmap)  # validation volumes are memory maps too
+
+
+def test_train_rebuilds_a_corrupt_cache_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from synthct.cache import prepare_cache, settings_for_patch
+
+    data = write_tiny_dataset(tmp_path / "data", n_cases=3)
+    index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64)), progress=False)
+    damaged = index.cases["1BA002"].folder / "mr.npy"
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # a truncated array: never trained on
+    config = config_from_dict(tiny_config(train={"max_steps": 1, "epochs": 1},
+                                          validation={"every_epochs": 0, "at_end": False},
+                                          data={"root": str(data)}))
+    with caplog.at_level("WARNING", logger="synthct.cache"):
+        result = Trainer(config, tmp_path / "run").run()
+    assert result.step == 1
+    assert "1BA002" in caplog.text and "truncated or replaced" in caplog.text and "rebuilding the case" in caplog.text
+    assert damaged.stat().st_size > 1000
