@@ -28,6 +28,7 @@ numpy + SimpleITK only (no torch): the core.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import math
 import mmap
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -417,6 +418,23 @@ def _case_dir(cache_dir: Path, case_id: str) -> Path:
     return cache_dir / CASES_FOLDER / case_id
 
 
+@contextlib.contextmanager
+def _exclusive(cache_dir: Path) -> Iterator[None]:
+    """Hold ``CACHE/.lock`` (flock) while building: two runs starting together build the cache once."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(cache_dir / ".lock", "a", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def prepare_cache(root: str | os.PathLike[str], settings: CacheSettings,
                   cache_dir: str | os.PathLike[str] | None = None, workers: int = 1, progress: bool = True,
                   verify_hashes: bool = False,
@@ -425,13 +443,27 @@ def prepare_cache(root: str | os.PathLike[str], settings: CacheSettings,
     missing or stale is (re)built, each problem found is reported (``report``, default: a log warning).
 
     Cases are built by ``workers`` processes; each case's files are written atomically and the manifest is
-    rewritten (atomically) after every case, so an interrupted build keeps what it finished. Raises
-    :class:`DatasetError` (bad dataset or case) or :class:`CacheError` (cache folder not writable).
+    rewritten (atomically) after every case, so an interrupted build keeps what it finished; a lock file keeps two
+    processes from building the same cache at once. Raises :class:`DatasetError` (bad dataset or case) or
+    :class:`CacheError` (cache folder not writable).
     """
     settings.check()
     root = Path(root)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root, settings.region)
-    report = report or log.warning
+    try:
+        lock = _exclusive(cache_dir)
+        lock.__enter__()
+    except OSError as exc:
+        raise CacheError(cache_dir, [f"cannot write the cache ({exc}); choose a writable folder (--out / "
+                                     "data.cache_dir)"]) from exc
+    try:
+        return _prepare_locked(root, settings, cache_dir, workers, progress, verify_hashes, report or log.warning)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _prepare_locked(root: Path, settings: CacheSettings, cache_dir: Path, workers: int, progress: bool,
+                    verify_hashes: bool, report: Callable[[str], None]) -> CacheIndex:
     cases = find_cases(root, region=settings.region)
     manifest, stale, global_problems = stale_cases(cases, cache_dir, settings, root, verify_hashes)
     fresh_start = bool(global_problems)

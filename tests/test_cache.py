@@ -210,7 +210,7 @@ def test_prepare_command(tmp_path: Path) -> None:
     assert "2 case(s) of region brain, up to date" in done.stdout
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["settings"]["mr_rule"] == "percentile"
-    assert not [p for p in out.rglob(".*")]  # no temporary files left behind
+    assert not [p for p in out.rglob(".*") if p.name != ".lock"]  # no temporary files left behind
     bad = subprocess.run([*command[:5], str(tmp_path / "nowhere"), *command[6:]], cwd=REPO, env=subprocess_env(),
                          capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert bad.returncode == 1 and "not a folder" in bad.stderr
