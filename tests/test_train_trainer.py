@@ -15,6 +15,7 @@ from test_train_helpers import tiny_config, write_config, write_tiny_dataset
 
 from synthct.cli import main as synthct_main
 from train import losses
+from train import trainer as trainer_module
 from train.checkpoint import REQUIRED_KEYS, load_checkpoint
 from train.config import config_from_dict
 from train.trainer import Trainer, TrainingDiverged
@@ -193,11 +194,22 @@ def test_train_rebuilds_a_corrupt_cache_with_a_message(tmp_path: Path, caplog: p
     index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64)), progress=False)
     damaged = index.cases["1BA002"].folder / "mr.npy"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # a truncated array: never trained on
-    config = config_from_dict(tiny_config(train={"max_steps": 1, "epochs": 1},
-                                          validation={"every_epochs": 0, "at_end": False},
-                                          data={"root": str(data)}))
-    with caplog.at_level("WARNING", logger="synthct.cache"):
-        result = Trainer(config, tmp_path / "run").run()
-    assert result.step == 1
+    config = config_from_dict(tiny_config(  # the step also exercises augmentation on the device (here the CPU)
+        train={"max_steps": 1, "epochs": 1}, validation={"every_epochs": 0, "at_end": False},
+        data={"root": str(data), "augment": {"enabled": True, "probability": 1.0, "where": "device"}}))
+    steps: list[torch.Tensor] = []
+    original = trainer_module.train_step
+
+    def spy(models, mr, ct, *args, **kwargs):  # type: ignore[no-untyped-def]
+        steps.append(mr)
+        return original(models, mr, ct, *args, **kwargs)
+
+    trainer_module.train_step = spy
+    try:
+        with caplog.at_level("WARNING", logger="synthct.cache"):
+            result = Trainer(config, tmp_path / "run").run()
+    finally:
+        trainer_module.train_step = original
+    assert result.step == 1 and steps[0].shape == (1, 1, 64, 64, 64)
     assert "1BA002" in caplog.text and "truncated or replaced" in caplog.text and "rebuilding the case" in caplog.text
     assert damaged.stat().st_size > 1000
