@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"train.device={args.device}", f"data.num_workers={args.workers}",
                  "data.augment.enabled=true"]
     config = load_config(args.config, overrides)
+    if config.train.num_threads:  # the three parts run with the same torch threads
+        torch.set_num_threads(config.train.num_threads)
     if device.type == "cpu":
         tune_cpu_allocator()
     else:
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         (platform.processor() or platform.machine()), "cpus": os.cpu_count(), "config": str(args.config),
         "overrides": overrides, "size": args.size, "cases": args.cases, "batch_size": args.batch_size,
         "amp": args.amp, "workers": args.workers, "augment_where": "device" if chosen else "loader",
-        "compile": config.train.compile, "loader_patches_per_s": {k: round(v, 3) for k, v in loader.items()},
+        "compile": config.train.compile, "threads": torch.get_num_threads(),
+        "loader_patches_per_s": {k: round(v, 3) for k, v in loader.items()},
         "model_patches_per_s": round(model_rate, 3), "model_warmup_s": round(warm_s, 1),
         "e2e_patches_per_s": round(e2e["patches_per_s"], 3) if e2e else None,
         "ratio_e2e_over_model": round(e2e["patches_per_s"] / (model_rate * args.nproc), 3) if e2e else None,
