@@ -545,8 +545,8 @@ class Trainer:
         if self.info.is_main and volumes:
             result = validate(self.models.generator, volumes, self.config, self.models.device,
                               self.models.amp_dtype)
-            if not final:
-                self.validation_estimate_s = result.seconds * 1.1 + 1.0
+            # the time budget reserves room for the final validation, over every case
+            self.validation_estimate_s = result.seconds * len(self.val_volumes) / len(volumes) * 1.1 + 1.0
             self.last_metrics = dict(result.mean)
             self._log_validation(result, "_all" if final and self.config.validation.max_cases else "")
             mae = result.mean.get("mae")
