@@ -331,6 +331,18 @@ def tune_cpu_allocator() -> bool:
     return applied
 
 
+def trim_heap() -> bool:
+    """Return the C heap's free memory to the OS (glibc ``malloc_trim``; Linux only). Called before validation:
+    :func:`tune_cpu_allocator` keeps freed training memory in the heap, and validation's large arrays would
+    otherwise add to it. Returns True if memory was released."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set (MB, memory-mapped pages included); 0 where ``resource`` is missing."""
     try:
@@ -543,6 +555,7 @@ class Trainer:
         self.last_validation_step = self.step
         volumes = self._validation_cases(final)
         if self.info.is_main and volumes:
+            trim_heap()  # validation starts from the model's memory, not from training's high-water mark
             result = validate(self.models.generator, volumes, self.config, self.models.device,
                               self.models.amp_dtype)
             # the time budget reserves room for the final validation, over every case
