@@ -16,7 +16,7 @@ from synthct import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("synthct.commands.phantom", "generate paired MR/CT/mask phantom cases (SynthRAD layout)"),
-    "data": ("synthct.commands.data", "check a dataset folder and write its train/validation split"),
+    "data": ("synthct.commands.data", "check a dataset, write its split, prepare its training cache"),
     "baseline": ("synthct.commands.baseline", "fit and score the intensity-only MR → HU baseline"),
     "train": ("train.cli", "train the 3D Pix2Pix (SwinUNETR generator) on paired MR/CT"),
     "export": ("export.cli", "export a checkpoint to a self-describing ONNX model package"),

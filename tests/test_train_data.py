@@ -134,3 +134,83 @@ def test_loader_with_workers_gives_the_same_batches() -> None:
         for key in ("mr", "ct", "mask"):
             assert a[key].shape == (2, 1, 64, 64, 64)
             assert torch.equal(a[key], b[key])
+
+
+def _mapped_volumes(tmp_path, n_cases: int = 3):  # type: ignore[no-untyped-def]
+    from test_train_helpers import write_tiny_dataset
+
+    from synthct.cache import prepare_cache, settings_for_patch
+    from train.data import mapped_train_volume
+
+    data = write_tiny_dataset(tmp_path / "data", n_cases=n_cases, shape=(70, 72, 68))
+    index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64)), progress=False)
+    return [mapped_train_volume(case) for case in index.cases.values()]
+
+
+def test_cached_volumes_are_memory_maps_and_pickle_as_paths(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    volumes = _mapped_volumes(tmp_path, n_cases=2)
+    volume = volumes[0]
+    for array in (volume.mr, volume.ct, volume.mask, volume.foreground):
+        assert isinstance(array, np.memmap)  # nothing of the case is held in this process's memory
+    payload = pickle.dumps(volume)
+    assert len(payload) < 2000  # the path, not the voxels
+    again = pickle.loads(payload)
+    assert isinstance(again.mr, np.memmap) and np.array_equal(again.ct, volume.ct)
+    volume.release()
+    assert np.array_equal(again.ct, volume.ct)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_one_loader_for_the_run_gives_each_epochs_patches(tmp_path, workers: int) -> None:  # type: ignore[no-untyped-def]
+    """The persistent loader yields, epoch after epoch, exactly the per-epoch draw; resuming mid-epoch skips the
+    batches already used."""
+    from train.data import make_epoch_loader, make_loader
+
+    volumes = _mapped_volumes(tmp_path)
+    config = config_from_dict({"data": {"augment": {"probability": 0.5}, "num_workers": workers,
+                                        "prefetch_factor": 2},
+                               "train": {"batch_size": 2, "epochs": 3}})
+    per_epoch = 2
+    loader = make_epoch_loader(volumes, config, seed=7, rank=1, start_epoch=0, start_step=0, steps_per_epoch=per_epoch)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3 * per_epoch
+    config.data.num_workers = 0
+    for epoch in range(3):
+        specs = draw_epoch_specs(volumes, per_epoch * 2, config, seed=7, rank=1, epoch=epoch)
+        expected = list(make_loader(volumes, specs, config, seed=0))
+        for got, want in zip(batches[epoch * per_epoch:(epoch + 1) * per_epoch], expected, strict=True):
+            for key in ("mr", "ct", "mask"):
+                assert torch.equal(got[key], want[key]), (epoch, key)
+    resumed = list(make_epoch_loader(volumes, config, seed=7, rank=1, start_epoch=1, start_step=1,
+                                     steps_per_epoch=per_epoch))
+    assert len(resumed) == 3
+    for got, want in zip(resumed, batches[3:], strict=True):
+        assert torch.equal(got["ct"], want["ct"])
+
+
+def test_device_augmentation_matches_the_loaders(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Batched grid_sample on the device = MONAI Affined in the loader (same transform for MR, CT and mask,
+    nearest for the mask); unaugmented patches come through exactly."""
+    from train.augment import apply_batch_affine
+    from train.data import EpochPatchDataset
+
+    volumes = _mapped_volumes(tmp_path, n_cases=2)
+    config = config_from_dict({"data": {"augment": {"probability": 0.5, "rotate_degrees": 15.0}},
+                               "train": {"batch_size": 4}})
+    loader_side = EpochPatchDataset(volumes, config, seed=3, rank=0, patches_per_epoch=8)
+    device_side = EpochPatchDataset(volumes, config, seed=3, rank=0, patches_per_epoch=8, crops=True)
+    keys = [(0, i) for i in range(8)]
+    crops = torch.utils.data.default_collate([device_side[k] for k in keys])
+    assert crops["augmented"].any() and not crops["augmented"].all()
+    got = apply_batch_affine(crops, config.data.patch_size)
+    want = torch.utils.data.default_collate([loader_side[k] for k in keys])
+    for key in ("mr", "ct"):
+        assert got[key].shape == (8, 1, 64, 64, 64)
+        assert float((got[key] - want[key]).abs().max()) < 1e-4, key
+    plain = ~crops["augmented"]
+    for key in ("mr", "ct", "mask"):
+        assert torch.equal(got[key][plain], want[key][plain])
+    assert set(torch.unique(got["mask"]).tolist()) <= {0.0, 1.0}
+    assert float((got["mask"] != want["mask"]).float().mean()) < 1e-3  # nearest: ties may round apart

@@ -22,8 +22,13 @@ RANK_SCRIPT = textwrap.dedent(
 
     config_path, run_dir, report_dir = sys.argv[1:4]
     rank = int(os.environ["RANK"])
-    saves, losses = [], []
+    saves, losses, prepared = [], [], []
     original_save, original_step = trainer_module.save_checkpoint, trainer_module.train_step
+    original_prepare = trainer_module.prepare_cache
+
+    def spy_prepare(*args, **kwargs):
+        prepared.append(1)
+        return original_prepare(*args, **kwargs)
 
     def spy_save(path, checkpoint):
         saves.append(os.path.basename(str(path)))
@@ -36,6 +41,7 @@ RANK_SCRIPT = textwrap.dedent(
 
     trainer_module.save_checkpoint = spy_save
     trainer_module.train_step = spy_step
+    trainer_module.prepare_cache = spy_prepare
     torch.manual_seed(0)
     trainer = trainer_module.Trainer(load_config(config_path), run_dir)
     result = trainer.run()
@@ -44,7 +50,9 @@ RANK_SCRIPT = textwrap.dedent(
                os.path.join(report_dir, f"weights{rank}.pt"))
     with open(os.path.join(report_dir, f"rank{rank}.json"), "w") as handle:
         json.dump({"rank": rank, "world_size": trainer.info.world_size, "steps": len(losses), "losses": losses,
-                   "result_step": result.step, "saves": saves, "validated": bool(trainer.val_volumes)}, handle)
+                   "result_step": result.step, "saves": saves, "validated": bool(trainer.val_volumes),
+                   "prepared": len(prepared), "memmap": type(trainer.train_volumes[0].mr).__name__,
+                   "cache": str(trainer.train_volumes[0].source.folder.parent.parent)}, handle)
     """
 )
 
@@ -90,4 +98,9 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
     for name, tensor in checkpoint["generator"].items():
         assert torch.equal(tensor, weights[0][name]), name
     assert len(list((run_dir / "validation").glob("*.json"))) == 1
+    # one cache, built by rank 0 alone, memory-mapped by both ranks
+    assert [r["prepared"] for r in ranks] == [1, 0]
+    assert [r["memmap"] for r in ranks] == ["memmap", "memmap"]
+    assert ranks[0]["cache"] == ranks[1]["cache"] == str(data / ".synthct-cache" / "brain")
+    assert (data / ".synthct-cache" / "brain" / "manifest.json").is_file()
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no stray temporary files

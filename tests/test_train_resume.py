@@ -26,15 +26,23 @@ def _optimizer_tensors(state: dict) -> dict[tuple[int, str], torch.Tensor]:
 
 @pytest.mark.slow
 def test_kill9_then_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    """With the dataset cache prepared beforehand (synthct data prepare) and a persistent loader worker."""
     data = write_tiny_dataset(tmp_path / "data", n_cases=3)
+    cache = tmp_path / "cache"
+    env = subprocess_env()
+    prepared = subprocess.run([sys.executable, "-m", "synthct", "data", "prepare", str(data), "--region", "brain",
+                               "--out", str(cache), "--no-progress"], cwd=REPO, env=env, capture_output=True,
+                              text=True, encoding="utf-8", timeout=300)
+    assert prepared.returncode == 0, prepared.stderr
+    cache_files = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    assert len(cache_files) == 3 * 5
     config_path = write_config(tmp_path / "c.yaml", tiny_config(
         train={"max_steps": 40, "epochs": 40, "checkpoint_every_steps": 1},
         validation={"every_epochs": 0, "at_end": False},
-        data={"augment": {"enabled": True, "probability": 0.5}},
+        data={"augment": {"enabled": True, "probability": 0.5}, "cache_dir": str(cache), "num_workers": 1},
     ))
     common = ["--config", str(config_path), "--data", str(data), "--region", "brain"]
     run = tmp_path / "killed"
-    env = subprocess_env()
     process = subprocess.Popen(_train([*common, "--out", str(run)]), cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -78,3 +86,6 @@ def test_kill9_then_resume_continues_from_the_checkpoint(tmp_path: Path) -> None
     for key, tensor in ref_state.items():
         torch.testing.assert_close(got_state[key], tensor, rtol=1e-5, atol=1e-7, msg=str(key))
     assert after["rng"]["sampler"] == reference["rng"]["sampler"]
+    # all three runs read the prepared cache; none rebuilt it
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == cache_files
+    assert not (data / ".synthct-cache").exists()

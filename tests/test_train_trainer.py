@@ -8,12 +8,14 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_train_helpers import tiny_config, write_config, write_tiny_dataset
 
 from synthct.cli import main as synthct_main
 from train import losses
+from train import trainer as trainer_module
 from train.checkpoint import REQUIRED_KEYS, load_checkpoint
 from train.config import config_from_dict
 from train.trainer import Trainer, TrainingDiverged
@@ -166,3 +168,48 @@ def test_learning_rate_schedule() -> None:
     assert lr_factor(cosine, 10, 0.5) == pytest.approx(0.55)
     assert lr_factor(cosine, 10, 1.0) == pytest.approx(0.1)
     assert lr_factor(cosine, 10, 2.0) == pytest.approx(0.1)
+
+
+def test_validation_subset_during_training_and_every_case_at_the_end(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data", n_cases=4)
+    config = config_from_dict(tiny_config(
+        train={"max_steps": 2, "epochs": 5},  # 2 training cases, batch 1: one epoch = 2 steps
+        validation={"every_epochs": 1, "at_end": True, "batch_size": 1, "max_cases": 1},
+        data={"root": str(data), "val_fraction": 0.5},
+    ))
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.run()
+    files = sorted((tmp_path / "run" / "validation").glob("*.json"))
+    assert [f.name for f in files] == ["step_00000002.json", "step_00000002_all.json"]
+    subset, full = (json.loads(f.read_text(encoding="utf-8")) for f in files)
+    assert len(subset["cases"]) == 1 and len(full["cases"]) == 2
+    assert trainer.best_cases == 1  # best.pt compares like with like: the subset's MAE
+    assert isinstance(trainer.val_volumes[0].mr, np.memmap)  # validation volumes are memory maps too
+
+
+def test_train_rebuilds_a_corrupt_cache_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from synthct.cache import prepare_cache, settings_for_patch
+
+    data = write_tiny_dataset(tmp_path / "data", n_cases=3)
+    index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64)), progress=False)
+    damaged = index.cases["1BA002"].folder / "mr.npy"
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # a truncated array: never trained on
+    config = config_from_dict(tiny_config(  # the step also exercises augmentation on the device (here the CPU)
+        train={"max_steps": 1, "epochs": 1}, validation={"every_epochs": 0, "at_end": False},
+        data={"root": str(data), "augment": {"enabled": True, "probability": 1.0, "where": "device"}}))
+    steps: list[torch.Tensor] = []
+    original = trainer_module.train_step
+
+    def spy(models, mr, ct, *args, **kwargs):  # type: ignore[no-untyped-def]
+        steps.append(mr)
+        return original(models, mr, ct, *args, **kwargs)
+
+    trainer_module.train_step = spy
+    try:
+        with caplog.at_level("WARNING", logger="synthct.cache"):
+            result = Trainer(config, tmp_path / "run").run()
+    finally:
+        trainer_module.train_step = original
+    assert result.step == 1 and steps[0].shape == (1, 1, 64, 64, 64)
+    assert "1BA002" in caplog.text and "truncated or replaced" in caplog.text and "rebuilding the case" in caplog.text
+    assert damaged.stat().st_size > 1000

@@ -71,6 +71,9 @@ class AugmentConfig:
     """Maximum relative scale change per axis (uniform in 1 ± value)."""
     translate_voxels: float = field(default=4.0, metadata=_range(0.0, 64.0))
     """Maximum translation per axis, voxels."""
+    where: Literal["auto", "loader", "device"] = "auto"
+    """loader: MONAI Affined per patch in the loader processes; device: one batched grid_sample per batch on the
+    training device (train.augment); auto: device on CUDA, loader on CPU. Same geometry either way."""
 
 
 @dataclass
@@ -94,6 +97,16 @@ class DataConfig:
     """Patches drawn per training volume per epoch (an epoch = n_train × this many patches over all ranks)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = field(default=0, metadata=_range(0, 64))
+    """Loader processes per rank; they live for the whole run (persistent across epochs)."""
+    prefetch_factor: int = field(default=4, metadata=_range(1, 64))
+    """Batches each loader process prepares ahead (with num_workers > 0)."""
+    pin_memory: bool = True
+    """Pinned host memory for batches, copied to the GPU without blocking (CUDA only)."""
+    cache_dir: str = ""
+    """Preprocessed dataset cache (synthct data prepare); empty: <data.root>/.synthct-cache/<region>. Built or
+    refreshed by rank 0 when missing or stale; on a shared filesystem for multi-node runs."""
+    cache_workers: int = field(default=0, metadata=_range(0, 256))
+    """Processes building the cache (0: min(4, CPUs))."""
 
 
 @dataclass
@@ -120,6 +133,8 @@ class OptimConfig:
     lr_discriminator: float = field(default=1e-5, metadata=_range(0.0, 1.0, low_open=True))
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=_range(0.0, 1.0, length=2))
     weight_decay: float = field(default=0.01, metadata=_range(0.0, 1.0))
+    fused: bool = True
+    """The fused AdamW kernel on CUDA (one kernel per step instead of several per parameter); ignored on CPU."""
     grad_clip: float = field(default=0.0, metadata=_range(0.0))
     """Max gradient norm of each network (0: no clipping)."""
     schedule: Literal["constant", "cosine"] = "constant"
@@ -151,6 +166,11 @@ class TrainConfig:
     """torch CPU threads per process (0: torch's default)."""
     checkpoint_every_steps: int = field(default=0, metadata=_range(0))
     """Write last.pt every N steps (0: at the end of every epoch only)."""
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    """torch.compile the generator and discriminator for training (reduce-overhead: CUDA graphs). The first steps
+    pay the compile time; a compile failure falls back to eager with a warning."""
+    channels_last: bool = False
+    """channels-last-3d memory format for both networks and their inputs."""
 
 
 @dataclass
@@ -167,7 +187,8 @@ class ValidationConfig:
     sigma_scale: float = field(default=0.125, metadata=_range(0.0, 10.0, low_open=True))
     metrics_variant: Literal["synthrad2023", "synthrad2025"] = "synthrad2023"
     max_cases: int = field(default=0, metadata=_range(0))
-    """Validate on the first N validation cases only (0: all)."""
+    """Periodic validations use the first N validation cases only (0: all); the validation at the end always
+    uses every validation case."""
 
 
 @dataclass

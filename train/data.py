@@ -1,6 +1,10 @@
-"""Training data: whole volumes preloaded as normalised float32, random patches, rotation + affine augmentation.
+"""Training data: volumes memory-mapped from the dataset cache (synthct.cache), random patches, rotation + affine
+augmentation (in the loader with MONAI ``Affined``, or batched on the device: train.augment).
 
-Arrays are (z, y, x). Patches are drawn by :func:`draw_epoch_specs`, a pure function of (seed, rank, epoch): a
+Arrays are (z, y, x). A run reads patches straight from the cache's ``.npy`` memory maps, so a rank holds only the
+pages it touches (shared with every other rank and worker through the page cache), whatever the number of cases;
+:class:`EpochPatchDataset` and :class:`EpochBatchSampler` feed one data loader for the whole run, so its workers
+live across epochs. Patches are drawn by :func:`draw_epoch_specs`, a pure function of (seed, rank, epoch): a
 resumed run redraws the epoch it stopped in and skips the patches already used, so sampling continues exactly
 where it stopped, with any number of data-loader workers. Each patch's window lies inside the (padded) volume;
 ``foreground_fraction`` of them are centred on a body-mask voxel.
@@ -9,45 +13,80 @@ where it stopped, with any number of data-loader workers. Each patch's window li
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from monai.data import set_track_meta
 from monai.transforms import Affined
 
+from synthct.cache import MAX_FOREGROUND_INDICES, CachedCase, release_pages
 from synthct.dataset import CaseVolumes
 from synthct.intensity import normalise_ct, normalise_mr
+from train.augment import AUGMENT_MARGIN, affine_matrix, crop_margin  # noqa: F401 (AUGMENT_MARGIN: re-exported)
 from train.config import AugmentConfig, Config
 
 Shape3 = tuple[int, int, int]
-MAX_FOREGROUND_INDICES = 2_000_000
-"""At most this many body-mask voxel indices are kept per volume (evenly strided) for centre sampling."""
-AUGMENT_MARGIN = 0.25
-"""An augmented patch is resampled from a crop this fraction of the patch larger on each side (fewer border voxels)."""
+RELEASE_EVERY_PATCHES = 32
+"""A loader process drops its resident memory-map pages after this many patches (they stay in the page cache)."""
 
 
 @dataclass
 class TrainVolume:
-    """One training case in memory: normalised MR and CT in [-1, 1] (float32), mask uint8, all padded to at least
-    one patch; ``foreground`` holds flat indices of body-mask voxels."""
+    """One training case: normalised MR and CT in [-1, 1] (float32), mask uint8, all at least one patch large;
+    ``foreground`` holds flat indices of body-mask voxels. Memory maps when ``source`` (the cached case) is set:
+    then a pickled volume travels as its cache path, not its voxels."""
 
     case_id: str
     mr: np.ndarray
     ct: np.ndarray
     mask: np.ndarray
     foreground: np.ndarray
+    source: CachedCase | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.source is None:
+            return dict(self.__dict__)
+        return {"case_id": self.case_id, "source": self.source}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "mr" in state:
+            self.__dict__.update(state)
+        else:
+            self.__dict__.update(mapped_train_volume(state["source"]).__dict__)
+
+    def release(self) -> None:
+        """Drop this process's resident pages of the memory maps (no-op for in-memory arrays)."""
+        for array in (self.mr, self.ct, self.mask, self.foreground):
+            release_pages(array)
 
 
 @dataclass
 class ValidationVolume:
-    """One validation case: normalised MR (float32, unpadded), CT in HU (float32), mask uint8."""
+    """One validation case: normalised MR (float32), CT in HU, mask uint8 (memory maps when from the cache)."""
 
     case_id: str
     mr: np.ndarray
     ct_hu: np.ndarray
     mask: np.ndarray
+
+    def release(self) -> None:
+        """Drop this process's resident pages of the memory maps (no-op for in-memory arrays)."""
+        for array in (self.mr, self.ct_hu, self.mask):
+            release_pages(array)
+
+
+def mapped_train_volume(cached: CachedCase) -> TrainVolume:
+    """A training volume reading the cached case's memory maps (nothing is loaded)."""
+    return TrainVolume(cached.case_id, cached.open("mr"), cached.open("ct"), cached.open("mask"),
+                       cached.open("foreground"), cached)
+
+
+def mapped_validation_volume(cached: CachedCase) -> ValidationVolume:
+    """A validation volume reading the cached case's memory maps (cropped to the body + margin, as cached)."""
+    return ValidationVolume(cached.case_id, cached.open("mr"), cached.open("ct_hu"), cached.open("mask"))
 
 
 @dataclass(frozen=True)
@@ -179,7 +218,7 @@ def extract_patch(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int
             "ct": volume.ct[window][None].astype(np.float32, copy=True),
             "mask": volume.mask[window][None].astype(np.float32),
         }
-    margin = [math.ceil(p * AUGMENT_MARGIN) for p in patch]
+    margin = crop_margin(patch)
     big = [p + 2 * m for p, m in zip(patch, margin, strict=True)]
     start = [s - m for s, m in zip(spec.start, margin, strict=True)]
     data = {
@@ -199,6 +238,25 @@ def extract_patch(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int
     )
     out = transform(data)
     return {key: np.asarray(torch.as_tensor(out[key]).numpy(), dtype=np.float32) for key in ("mr", "ct", "mask")}
+
+
+def extract_crop(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int]) -> dict[str, np.ndarray]:
+    """For augmentation on the device (train.augment.apply_batch_affine): the crop around the patch, larger by
+    ``AUGMENT_MARGIN`` of the patch on each side (``mr``, ``ct``, ``mask``: (1, *crop) float32), the patch's
+    affine (4, 4) and whether it is augmented."""
+    patch = tuple(int(p) for p in patch_size)
+    margin = crop_margin(patch)
+    big = [p + 2 * m for p, m in zip(patch, margin, strict=True)]
+    start = [s - m for s, m in zip(spec.start, margin, strict=True)]
+    augmented = spec.rotate is not None
+    affine = affine_matrix(spec.rotate, spec.scale, spec.translate) if augmented else np.eye(4)  # type: ignore[arg-type]
+    return {
+        "mr": crop(volume.mr, start, big, -1.0)[None].astype(np.float32, copy=False),
+        "ct": crop(volume.ct, start, big, -1.0)[None].astype(np.float32, copy=False),
+        "mask": crop(volume.mask, start, big, 0)[None].astype(np.float32),
+        "affine": affine.astype(np.float64),
+        "augmented": np.asarray(augmented),
+    }
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -231,3 +289,91 @@ def make_loader(volumes: Sequence[TrainVolume], specs: Sequence[PatchSpec], conf
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+class EpochPatchDataset(torch.utils.data.Dataset):
+    """Item ``(epoch, index)`` → the ``index``-th patch of ``epoch``'s draw for this rank (:func:`draw_epoch_specs`,
+    ``patches_per_epoch`` specs); every process redraws an epoch's specs once, so the loader needs no restart at an
+    epoch boundary. With ``crops`` the items are :func:`extract_crop`'s, for augmentation on the device."""
+
+    def __init__(self, volumes: Sequence[TrainVolume], config: Config, seed: int, rank: int, patches_per_epoch: int,
+                 crops: bool = False) -> None:
+        self.volumes = list(volumes)
+        self.config = config
+        self.seed = seed
+        self.rank = rank
+        self.patches_per_epoch = patches_per_epoch
+        self.crops = crops
+        self.patch_size = tuple(int(p) for p in config.data.patch_size)
+        self._epoch: int | None = None
+        self._specs: list[PatchSpec] = []
+        self._served = 0
+
+    def specs(self, epoch: int) -> list[PatchSpec]:
+        if epoch != self._epoch:
+            self._specs = draw_epoch_specs(self.volumes, self.patches_per_epoch, self.config, self.seed, self.rank,
+                                           epoch)
+            self._epoch = epoch
+        return self._specs
+
+    def __len__(self) -> int:
+        return self.patches_per_epoch
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key
+        spec = self.specs(int(epoch))[int(index)]
+        volume = self.volumes[spec.volume]
+        if self.crops:
+            arrays = extract_crop(volume, spec, self.patch_size)
+        else:
+            arrays = extract_patch(volume, spec, self.patch_size)
+        self._served += 1
+        if self._served % RELEASE_EVERY_PATCHES == 0:
+            for each in self.volumes:
+                each.release()
+        return {key: torch.from_numpy(np.asarray(value)) for key, value in arrays.items()}
+
+
+class EpochBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` keys from (``start_epoch``, step ``start_step``) to the end of ``epochs``:
+    ``steps_per_epoch`` batches of ``batch_size`` per epoch, in spec order (the specs are already random)."""
+
+    def __init__(self, start_epoch: int, start_step: int, epochs: int, steps_per_epoch: int, batch_size: int) -> None:
+        self.start_epoch, self.start_step = start_epoch, start_step
+        self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for epoch in range(self.start_epoch, self.epochs):
+            first = self.start_step if epoch == self.start_epoch else 0
+            for step in range(first, self.steps_per_epoch):
+                yield [(epoch, step * self.batch_size + j) for j in range(self.batch_size)]
+
+    def __len__(self) -> int:
+        total = max(0, self.epochs - self.start_epoch) * self.steps_per_epoch
+        return max(0, total - (self.start_step if self.epochs > self.start_epoch else 0))
+
+
+def make_epoch_loader(volumes: Sequence[TrainVolume], config: Config, *, seed: int, rank: int, start_epoch: int,
+                      start_step: int, steps_per_epoch: int, crops: bool = False,
+                      pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """One loader for the rest of the run: persistent workers (no process start at epoch boundaries), each
+    prefetching ``data.prefetch_factor`` batches, pinned host memory when ``pin_memory`` (CUDA)."""
+    data = config.data
+    batch_size = config.train.batch_size
+    dataset = EpochPatchDataset(volumes, config, seed, rank, steps_per_epoch * batch_size, crops)
+    sampler = EpochBatchSampler(start_epoch, start_step, config.train.epochs, steps_per_epoch, batch_size)
+    workers = data.num_workers
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+        prefetch_factor=data.prefetch_factor if workers > 0 else None, pin_memory=pin_memory,
+    )
+
+
+def augment_on_device(config: Config, device: torch.device) -> bool:
+    """Where augmentation runs: ``data.augment.where`` (auto: on the device when it is a GPU, else in the loader)."""
+    where = config.data.augment.where
+    if not config.data.augment.enabled:
+        return False
+    if where == "auto":
+        return device.type == "cuda"
+    return where == "device"

@@ -48,9 +48,9 @@ class RunLog:
         if self.writer is not None:
             self.writer.add_image(tag, image_chw, step, dataformats="CHW")
 
-    def validation_file(self, step: int, payload: dict[str, Any]) -> Path:
-        """Write ``<run>/validation/step_XXXXXXXX.json`` atomically (strict JSON)."""
-        path = self.run_dir / "validation" / f"step_{step:08d}.json"
+    def validation_file(self, step: int, payload: dict[str, Any], suffix: str = "") -> Path:
+        """Write ``<run>/validation/step_XXXXXXXX<suffix>.json`` atomically (strict JSON)."""
+        path = self.run_dir / "validation" / f"step_{step:08d}{suffix}.json"
         write_json_atomic(path, payload)
         return path
 

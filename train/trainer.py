@@ -31,8 +31,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from synthct.atomic import write_text_atomic
-from synthct.dataset import find_cases, load_case, make_split, read_split, select_cases, write_split
+from synthct.cache import CacheError, default_cache_dir, open_cache, prepare_cache, settings_for_patch
+from synthct.dataset import DatasetError, make_split, read_split, write_split
 from train import losses
+from train.augment import apply_batch_affine
 from train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -46,10 +48,10 @@ from train.config import Config, ConfigError, dump_config
 from train.data import (
     TrainVolume,
     ValidationVolume,
-    draw_epoch_specs,
-    make_loader,
-    prepare_train_volume,
-    prepare_validation_volume,
+    augment_on_device,
+    make_epoch_loader,
+    mapped_train_volume,
+    mapped_validation_volume,
 )
 from train.distributed import (
     DistInfo,
@@ -104,6 +106,26 @@ class StepModels:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp_dtype: torch.dtype | None
+    generator_train: torch.nn.Module | None = None
+    """What the step calls: ``generator_ddp``, compiled when ``train.compile`` is on."""
+    discriminator_train: torch.nn.Module | None = None
+    """The discriminator loss's call: ``discriminator_ddp``, compiled when ``train.compile`` is on."""
+    discriminator_frozen: torch.nn.Module | None = None
+    """The generator loss's call (no DDP, frozen weights): ``discriminator``, compiled when compiling."""
+    compiled: str = "off"
+    """The torch.compile mode in use ("off" after a fallback)."""
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        self.generator_train = self.generator_train or self.generator_ddp
+        self.discriminator_train = self.discriminator_train or self.discriminator_ddp
+        self.discriminator_frozen = self.discriminator_frozen or self.discriminator
+
+    def use_eager(self) -> None:
+        """Fall back from compiled to eager modules (same parameters)."""
+        self.generator_train, self.discriminator_train = self.generator_ddp, self.discriminator_ddp
+        self.discriminator_frozen = self.discriminator
+        self.compiled = "off"
 
 
 def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -127,11 +149,15 @@ def build_step_models(config: Config, device: torch.device, info: DistInfo | Non
     model_config = config.to_dict()["model"]
     generator = build_generator(model_config).to(device)
     discriminator = build_discriminator(model_config).to(device)
+    if config.train.channels_last:
+        generator = generator.to(memory_format=torch.channels_last_3d)
+        discriminator = discriminator.to(memory_format=torch.channels_last_3d)
     optim = config.optim
+    fused = {"fused": True} if optim.fused and device.type == "cuda" else {}
     optimizer_g = torch.optim.AdamW(generator.parameters(), lr=optim.lr_generator, betas=tuple(optim.betas),
-                                    weight_decay=optim.weight_decay)
+                                    weight_decay=optim.weight_decay, **fused)
     optimizer_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.lr_discriminator, betas=tuple(optim.betas),
-                                    weight_decay=optim.weight_decay)
+                                    weight_decay=optim.weight_decay, **fused)
     amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     generator_ddp: torch.nn.Module = generator
@@ -140,8 +166,39 @@ def build_step_models(config: Config, device: torch.device, info: DistInfo | Non
         device_ids = [device.index] if device.type == "cuda" else None
         generator_ddp = DistributedDataParallel(generator, device_ids=device_ids)
         discriminator_ddp = DistributedDataParallel(discriminator, device_ids=device_ids)
-    return StepModels(generator, discriminator, generator_ddp, discriminator_ddp, optimizer_g, optimizer_d, scaler,
-                      device, amp_dtype)
+    models = StepModels(generator, discriminator, generator_ddp, discriminator_ddp, optimizer_g, optimizer_d, scaler,
+                        device, amp_dtype, channels_last=config.train.channels_last)
+    if config.train.compile != "off":
+        compile_models(models, config.train.compile)
+    return models
+
+
+def compile_models(models: StepModels, mode: str) -> None:
+    """``torch.compile`` the training calls of both networks (lazily: the work happens at the first step).
+
+    Dynamo's ``suppress_errors`` lets a graph that cannot be compiled run eagerly; :func:`train_step` falls back to
+    eager for good if the first compiled step still fails. The eager modules (checkpoints, validation) are untouched.
+    """
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    options = {"mode": mode} if mode != "default" else {}
+    try:
+        models.generator_train = torch.compile(models.generator_ddp, **options)
+        models.discriminator_train = torch.compile(models.discriminator_ddp, **options)
+        models.discriminator_frozen = torch.compile(models.discriminator, **options)
+        models.compiled = mode
+    except Exception as exc:  # an unsupported platform or backend: train eagerly
+        log.warning("torch.compile(mode=%s) is not available here (%s): training eagerly", mode, exc)
+        models.use_eager()
+
+
+def prepare_inputs(models: StepModels, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Batches on the models' device (non-blocking from pinned memory) and memory format."""
+    moved = [t.to(models.device, non_blocking=True) for t in tensors]
+    if models.channels_last:
+        moved = [t.contiguous(memory_format=torch.channels_last_3d) for t in moved]
+    return moved
 
 
 def _autocast(models: StepModels) -> Any:
@@ -161,17 +218,35 @@ def train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: C
 
     Returns the loss terms as floats (``l1``, ``ssim``, ``gan``, ``total`` of the generator, ``d`` of the
     discriminator). Raises :class:`TrainingDiverged` before any weight update if a loss is not finite on any rank
-    (``all_finite`` combines the ranks' verdicts).
+    (``all_finite`` combines the ranks' verdicts). With compiled networks, a step that fails to compile is redone
+    eagerly and the run continues eagerly.
     """
+    if models.compiled == "off":
+        return _train_step(models, mr, ct, config, use_gan, all_finite)
+    try:
+        return _train_step(models, mr, ct, config, use_gan, all_finite)
+    except TrainingDiverged:
+        raise
+    except Exception as exc:
+        log.warning("compiled step failed (%s: %s): falling back to eager for the rest of the run",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        models.use_eager()
+        return _train_step(models, mr, ct, config, use_gan, all_finite)
+
+
+def _train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: Config, use_gan: bool,
+                all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
     loss_config = config.loss
     models.optimizer_g.zero_grad(set_to_none=True)
     models.optimizer_d.zero_grad(set_to_none=True)
+    assert models.generator_train is not None and models.discriminator_train is not None
+    assert models.discriminator_frozen is not None
     with _autocast(models):
-        prediction = models.generator_ddp(mr)
+        prediction = models.generator_train(mr)
         fake_logits = None
         if use_gan:
             _set_requires_grad(models.discriminator, False)
-            fake_logits = models.discriminator(mr, prediction)
+            fake_logits = models.discriminator_frozen(mr, prediction)
             _set_requires_grad(models.discriminator, True)
         terms = losses.generator_loss(
             prediction, ct, fake_logits, alpha=loss_config.alpha, lambda_gan=loss_config.lambda_gan,
@@ -182,7 +257,7 @@ def train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: C
         if use_gan:
             pairs_mr = torch.cat([mr, mr], dim=0)
             pairs_ct = torch.cat([ct, prediction.detach().to(ct.dtype)], dim=0)
-            logits = models.discriminator_ddp(pairs_mr, pairs_ct)
+            logits = models.discriminator_train(pairs_mr, pairs_ct)
             real_logits, fake_logits_d = torch.chunk(logits, 2, dim=0)
             loss_d = losses.discriminator_gan_loss(real_logits, fake_logits_d, loss_config.gan_mode)
     values = {key: float(value.detach()) for key, value in terms.items()}
@@ -256,6 +331,28 @@ def tune_cpu_allocator() -> bool:
     return applied
 
 
+def trim_heap() -> bool:
+    """Return the C heap's free memory to the OS (glibc ``malloc_trim``; Linux only). Called before validation:
+    :func:`tune_cpu_allocator` keeps freed training memory in the heap, and validation's large arrays would
+    otherwise add to it. Returns True if memory was released."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (MB, memory-mapped pages included); 0 where ``resource`` is missing."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0.0
+    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -300,6 +397,8 @@ class Trainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.best_mae: float | None = None
+        self.best_cases: int | None = None
+        """Number of validation cases best_mae was measured on."""
         self.last_metrics: dict[str, float] = {}
         self.last_validation_step = -1
         self.validation_estimate_s: float | None = None
@@ -346,27 +445,45 @@ class Trainer:
             write_split(run_split, split)
         return split
 
-    def _load_data(self) -> None:
-        data = self.config.data
+    def _load_data(self, device: torch.device) -> None:
+        """Rank 0 builds or refreshes the dataset cache (synthct.cache) while the others wait, then every rank
+        opens the training volumes as memory maps (rank 0 also the validation volumes)."""
+        config = self.config
+        data = config.data
         if not data.root:
             raise DataProblem("no dataset folder given (--data DIR or data.root)")
-        cases = find_cases(data.root, region=self.config.region)
-        if len(cases) < 2:
-            raise DataProblem(f"{data.root}: found {len(cases)} case(s) of region {self.config.region!r}; "
-                              "training needs at least 2 (one for training, one for validation)")
-        split = self._load_split([case.case_id for case in cases])
-        train_cases = select_cases(cases, split["train"], "split train")
-        val_cases = select_cases(cases, split["val"], "split val")
-        if self.config.validation.max_cases:
-            val_cases = val_cases[: self.config.validation.max_cases]
-        show = self.info.is_main and self.config.logging.progress
-        for case in tqdm(train_cases, desc="loading training cases", unit="case", disable=not show, leave=False):
-            self.train_volumes.append(prepare_train_volume(load_case(case), self.config))
+        rule = data.mr_normalisation
+        settings = settings_for_patch(config.region, data.patch_size, rule.rule, rule.percentile)
+        cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir(data.root, config.region)
+        show = self.info.is_main and config.logging.progress
+        index = None
+        failure: Exception | None = None
         if self.info.is_main:
-            for case in tqdm(val_cases, desc="loading validation cases", unit="case", disable=not show, leave=False):
-                self.val_volumes.append(prepare_validation_volume(load_case(case), self.config))
-        log.info("%d training and %d validation cases (region %s)", len(train_cases), len(val_cases),
-                 self.config.region)
+            try:
+                index = prepare_cache(data.root, settings, cache_dir, progress=show,
+                                      workers=data.cache_workers or min(4, os.cpu_count() or 1))
+            except (DatasetError, CacheError, OSError) as exc:
+                failure = exc
+        if any_rank([failure is not None], self.info, device)[0]:  # every rank learns of rank 0's failure
+            if failure is not None:
+                raise failure
+            raise DataProblem("rank 0 could not prepare the dataset cache (see its error)")
+        if index is None:
+            index = open_cache(data.root, settings, cache_dir)
+        case_ids = list(index.cases)
+        if len(case_ids) < 2:
+            raise DataProblem(f"{data.root}: found {len(case_ids)} case(s) of region {config.region!r}; "
+                              "training needs at least 2 (one for training, one for validation)")
+        split = self._load_split(case_ids)
+        missing = [f"split: case {i} not found in the dataset" for i in [*split["train"], *split["val"]]
+                   if i not in index.cases]
+        if missing:
+            raise DatasetError(missing)
+        self.train_volumes = [mapped_train_volume(index.cases[i]) for i in split["train"]]
+        if self.info.is_main:
+            self.val_volumes = [mapped_validation_volume(index.cases[i]) for i in split["val"]]
+        log.info("%d training and %d validation cases (region %s), memory-mapped from %s", len(split["train"]),
+                 len(split["val"]), config.region, cache_dir)
 
     def _restore(self, models: StepModels) -> None:
         path = self.run_dir / "last.pt"
@@ -426,18 +543,30 @@ class Trainer:
         self.checkpoint_estimate_s = max(self.checkpoint_estimate_s, time.monotonic() - began)
 
     # -------------------------------------------------------------------------------------------- validation
-    def _validate(self) -> None:
-        """Rank 0 validates (others wait); writes the JSON, logs, best.pt when the MAE improves."""
+    def _validation_cases(self, final: bool) -> list[ValidationVolume]:
+        """Every validation case for the final validation, else the first ``validation.max_cases`` (0: all)."""
+        limit = self.config.validation.max_cases
+        return list(self.val_volumes) if final or not limit else list(self.val_volumes[:limit])
+
+    def _validate(self, final: bool = False) -> None:
+        """Rank 0 validates (others wait); writes the JSON, logs, best.pt when the MAE improves (compared between
+        validations of the same cases: the subset during training, all of them at the end)."""
         assert self.models is not None
         self.last_validation_step = self.step
-        if self.info.is_main and self.val_volumes:
-            result = validate(self.models.generator, self.val_volumes, self.config, self.models.device,
+        volumes = self._validation_cases(final)
+        if self.info.is_main and volumes:
+            trim_heap()  # validation starts from the model's memory, not from training's high-water mark
+            result = validate(self.models.generator, volumes, self.config, self.models.device,
                               self.models.amp_dtype)
-            self.validation_estimate_s = result.seconds * 1.1 + 1.0
+            # the time budget reserves room for the final validation, over every case
+            self.validation_estimate_s = result.seconds * len(self.val_volumes) / len(volumes) * 1.1 + 1.0
             self.last_metrics = dict(result.mean)
-            self._log_validation(result)
+            self._log_validation(result, "_all" if final and self.config.validation.max_cases else "")
             mae = result.mean.get("mae")
-            if mae is not None and (self.best_mae is None or mae < self.best_mae):
+            comparable = self.best_cases in (None, len(volumes))
+            if comparable:
+                self.best_cases = len(volumes)
+            if mae is not None and comparable and (self.best_mae is None or mae < self.best_mae):
                 self.best_mae = mae
                 self._save("best.pt")
                 log.info("step %d: validation MAE %.2f HU (best so far) → best.pt", self.step, mae)
@@ -446,16 +575,16 @@ class Trainer:
                          self.best_mae or float("nan"))
         barrier(self.info)
 
-    def _log_validation(self, result: ValidationResult) -> None:
+    def _log_validation(self, result: ValidationResult, suffix: str = "") -> None:
         assert self.run_log is not None
         payload = {"step": self.step, "epoch": self.epoch, "seconds": result.seconds, "mean": result.mean,
                    "aggregates": result.aggregates, "cases": result.per_case,
                    "elapsed_s": time.monotonic() - self.started}
-        self.run_log.validation_file(self.step, payload)
+        self.run_log.validation_file(self.step, payload, suffix)
         self.run_log.record("validation", self.step, {"epoch": self.epoch, **result.mean, "seconds": result.seconds,
                                                        "elapsed_s": payload["elapsed_s"]})
         self.run_log.scalars("val", self.step, result.mean)
-        if self.config.logging.images and result.first_sct_hu is not None:
+        if self.config.logging.images and result.first_sct_hu is not None and self.val_volumes:
             first = self.val_volumes[0]
             self.run_log.image(f"val/{first.case_id}_mr_sct_ct", self.step,
                                slice_grid(first.mr, result.first_sct_hu, first.ct_hu))
@@ -479,8 +608,9 @@ class Trainer:
                 timings.append(time.monotonic() - began)
             per_batch = timings[-1]
             self.models.generator.train()
-            batches = sum(math.ceil(count_windows([v], self.config) / batch) for v in self.val_volumes)
-            self.validation_estimate_s = 1.2 * per_batch * batches + 1.0 * len(self.val_volumes) + 1.0
+            volumes = self._validation_cases(final=True)
+            batches = sum(math.ceil(count_windows([v], self.config) / batch) for v in volumes)
+            self.validation_estimate_s = 1.2 * per_batch * batches + 1.0 * len(volumes) + 1.0
             log.info("validation estimated at %.0f s (%d batches of %d windows)", self.validation_estimate_s,
                      batches, batch)
         return self.validation_estimate_s
@@ -517,7 +647,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.yaml", dump_config(config))
         _seed_everything(config.train.seed)
-        self._load_data()
+        self._load_data(device)
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.models = models = build_step_models(config, device, self.info)
         _seed_everything(config.train.seed + 1000 * self.info.rank)
@@ -535,13 +665,16 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=min(self.step, total_steps), desc="training", unit="step",
                    disable=not (self.info.is_main and config.logging.progress), dynamic_ncols=True)
         running: dict[str, list[float]] = {}
+        on_device = augment_on_device(config, device)
+        loader = make_epoch_loader(self.train_volumes, config, seed=config.train.seed, rank=self.info.rank,
+                                   start_epoch=self.epoch, start_step=self.step_in_epoch, steps_per_epoch=per_epoch,
+                                   crops=on_device, pin_memory=device.type == "cuda" and config.data.pin_memory)
+        batches = iter(loader)  # one iterator for the whole run: the loader's workers persist across epochs
         try:
             while self.epoch < config.train.epochs and stopped == "completed":
-                specs = draw_epoch_specs(self.train_volumes, per_epoch * config.train.batch_size, config,
-                                         config.train.seed, self.info.rank, self.epoch)
-                specs = specs[self.step_in_epoch * config.train.batch_size:]
-                loader = make_loader(self.train_volumes, specs, config, config.train.seed + self.epoch)
-                for batch in loader:
+                exhausted = True
+                for batch in batches:
+                    exhausted = False
                     flags = [1.0 if flag else 0.0 for flag in self._stop_flags(signals)]
                     shared = max_over_ranks([*flags, self._progress(total_steps)], self.info, device)
                     reasons = [value > 0.5 for value in shared[: len(STOP_REASONS)]]
@@ -555,8 +688,10 @@ class Trainer:
                             group["lr"] = base * learning_rate_factor
                     began = time.monotonic()
                     use_gan = config.loss.lambda_gan > 0 and self.step >= config.loss.gan_warmup_steps
-                    mr = batch["mr"].to(device, non_blocking=True)
-                    ct = batch["ct"].to(device, non_blocking=True)
+                    if on_device:
+                        batch = apply_batch_affine({key: value.to(device, non_blocking=True)
+                                                    for key, value in batch.items()}, config.data.patch_size)
+                    mr, ct = prepare_inputs(models, batch["mr"], batch["ct"])
                     try:
                         values = train_step(models, mr, ct, config, use_gan, sync)
                         values["lr"] = config.optim.lr_generator * learning_rate_factor
@@ -586,17 +721,27 @@ class Trainer:
                         if not no_time:
                             self._validate()
                     if epoch_done:
+                        exhausted = False
                         break
+                    exhausted = True
+                if exhausted:
+                    break
         finally:
             bar.close()
-        if config.validation.at_end and self.last_validation_step != self.step and stopped != "signal":
-            self._validate()
+            del batches, loader  # stops the loader's workers before the final validation
+        final_due = self.last_validation_step != self.step or (
+            config.validation.max_cases and len(self.val_volumes) > config.validation.max_cases)
+        if config.validation.at_end and final_due and stopped != "signal":
+            self._validate(final=True)
         self._save("last.pt")
         result = TrainResult(self.step, self.epoch, stopped, self.best_mae, dict(self.last_metrics),
                              time.monotonic() - self.started)
+        rss = peak_rss_mb()
+        rss_max = max_over_ranks([rss], self.info, device)[0]
         if self.run_log is not None:
             self.run_log.record("end", self.step, {"epoch": self.epoch, "stopped": stopped, "best_mae": self.best_mae,
-                                                   "elapsed_s": result.seconds})
+                                                   "elapsed_s": result.seconds, "peak_rss_mb_rank0": rss,
+                                                   "peak_rss_mb_max_rank": rss_max})
         log.info("stopped (%s) at step %d, epoch %d after %.0f s; best validation MAE %s", stopped, self.step,
                  self.epoch, result.seconds, f"{self.best_mae:.2f} HU" if self.best_mae is not None else "n/a")
         return result

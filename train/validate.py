@@ -87,6 +87,7 @@ def validate(generator: torch.nn.Module, volumes: Sequence[ValidationVolume], co
             metrics = compute_metrics(volume.ct_hu, sct_hu.astype(np.float32), volume.mask,
                                       variant=config.validation.metrics_variant)
             per_case[volume.case_id] = {key: float(value) for key, value in metrics.items()}
+            volume.release()  # one case's pages resident at a time: memory does not grow with the case count
     finally:
         generator.train(was_training)
     keys = list(next(iter(per_case.values())).keys()) if per_case else []

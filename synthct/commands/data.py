@@ -1,5 +1,6 @@
-"""``synthct data``: check a paired dataset folder (``check``) and write its seeded train/validation split
-(``split``). Layouts: see :mod:`synthct.dataset`."""
+"""``synthct data``: check a paired dataset folder (``check``), write its seeded train/validation split
+(``split``), and build its preprocessed, memory-mappable training cache (``prepare``, see :mod:`synthct.cache`).
+Layouts: see :mod:`synthct.dataset`."""
 
 from __future__ import annotations
 
@@ -22,11 +23,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--region", default=None, help="only this region")
     split.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     split.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction (default 0.2)")
+    prepare = sub.add_parser("prepare", help="build or refresh the preprocessed training cache (normalised, "
+                             "cropped, memory-mappable .npy; rebuilds only what is stale)")
+    prepare.add_argument("root", type=Path, help="dataset folder")
+    prepare.add_argument("--region", required=True, help="brain, pelvis, hn, th or ab")
+    prepare.add_argument("--out", type=Path, default=None,
+                         help="cache folder (default ROOT/.synthct-cache/REGION, where synthct train looks)")
+    prepare.add_argument("--workers", type=int, default=0, help="parallel processes (default: min(4, CPUs))")
+    prepare.add_argument("--mr-rule", choices=["max", "percentile"], default="max",
+                         help="MR normalisation: the paper's max in the body (default) or a percentile; must match "
+                         "the training config's data.mr_normalisation")
+    prepare.add_argument("--mr-percentile", type=float, default=99.5, help="percentile for --mr-rule percentile")
+    prepare.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64], metavar=("Z", "Y", "X"),
+                         help="training patch (voxels): the crop keeps half of it around the body, volumes are "
+                         "padded to at least one patch (default 64 64 64)")
+    prepare.add_argument("--verify", action="store_true", help="also check every array's sha256 (reads the cache)")
+    prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from synthct.dataset import DatasetError, find_cases, make_split, scan_dataset, write_split
 
+    if args.action == "prepare":
+        return _prepare(args)
     try:
         if args.action == "check":
             reports = scan_dataset(args.root, region=args.region, require_ct=not args.mr_only)
@@ -50,6 +69,27 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError) as exc:
         log.error("%s", exc)
         return 1
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    import os
+
+    from synthct.cache import CacheError, prepare_cache, settings_for_patch
+    from synthct.dataset import DatasetError
+
+    workers = args.workers or min(4, os.cpu_count() or 1)
+    try:
+        settings = settings_for_patch(args.region, args.patch, args.mr_rule, args.mr_percentile)
+        settings.check()
+        index = prepare_cache(args.root, settings, args.out, workers=workers, progress=not args.no_progress,
+                              verify_hashes=args.verify)
+    except (DatasetError, CacheError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    total = sum(info["bytes"] for entry in index.manifest["cases"].values() for info in entry["arrays"].values())
+    print(f"cache {index.cache_dir}: {len(index.cases)} case(s) of region {settings.region}, up to date "
+          f"({total / 2**20:.1f} MiB; MR rule {settings.mr_rule}, margin {settings.margin_voxels} voxels)")
+    return 0
 
 
 def _print_table(reports: list) -> None:
