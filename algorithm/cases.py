@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from synthct.io import is_image_path, strip_image_suffix
+from synthct.io import IMAGE_SUFFIXES, is_image_path, strip_image_suffix
 from synthct.model_package import MANIFEST_NAME, REGIONS
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def collect_cases(mr: Path, mask: Path | None, series_uid: str | None = None) ->
 
     ``series_uid`` is passed to every DICOM case (it selects a series in a folder holding several).
     """
-    from synthct.dicom import contains_dicom
+    from synthct.dicom import contains_dicom, is_dicom_file
 
     if not mr.exists():
         raise FileNotFoundError(f"--mr {mr}: not found")
@@ -210,14 +210,19 @@ def collect_cases(mr: Path, mask: Path | None, series_uid: str | None = None) ->
     if mr.is_file():
         if mask is not None and not mask.is_file():
             raise FileNotFoundError(f"--mr {mr} is a file, so --mask {mask} must be a file too")
+        if not mr.name.lower().endswith(IMAGE_SUFFIXES) and is_dicom_file(mr):
+            raise FileNotFoundError(f"--mr {mr} is one DICOM file: give the folder holding its series ({mr.parent})")
         return [CaseFiles(strip_image_suffix(mr.name), mr, mask, auto_mask=mask is None)]
     if contains_dicom(mr):
         mr_cases = [CaseFiles(mr.name, mr, None, dicom=True, series_uid=series_uid)]
     else:
         mr_cases = [CaseFiles(strip_image_suffix(p.name), p, None) for p in list_images(mr)]
-        subfolders = sorted(p for p in mr.iterdir() if p.is_dir() and not p.name.startswith("."))
-        mr_cases += [CaseFiles(p.name, p, None, dicom=True, series_uid=series_uid) for p in subfolders
-                     if contains_dicom(p)]
+        for folder in sorted(p for p in mr.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if contains_dicom(folder):
+                mr_cases.append(CaseFiles(folder.name, folder, None, dicom=True, series_uid=series_uid))
+            else:
+                log.warning("%s: no DICOM file directly inside; ignored (give each series folder, or their parent)",
+                            folder)
     if mask is None:
         return [replace(case, auto_mask=True) for case in _unique_ids(mr_cases)]
     if mask.is_file():

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION
+
     parser.add_argument("--mr", type=Path, required=True,
                         help="MR image file, DICOM series folder, or a folder of MR images / DICOM series folders")
     parser.add_argument("--mask", type=Path, default=None,
@@ -32,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write each sCT as a DICOM CT series into OUT/dicom/<case id>/")
     parser.add_argument("--no-qa", action="store_true", help="no QA page (OUT/qa/<case id>.png, OUT/qa/index.html)")
     parser.add_argument("--mask-threshold", type=float, default=None, metavar="T",
-                        help="automatic body mask: threshold fraction t of p2.5…p97.5 (default: "
-                             "synthct.body_mask.DEFAULT_THRESHOLD_FRACTION)")
+                        help="automatic body mask: threshold at p2.5 + T·(p97.5 − p2.5) of the MR (default "
+                             f"{DEFAULT_THRESHOLD_FRACTION:g})")
     models = os.environ.get("SYNTHCT_MODELS")  # set in the algorithm image: its installed packages
     parser.add_argument("--model", type=Path, required=not models, default=Path(models) if models else None,
                         help="model package folder (model.json), or a folder of <region>/ packages"

@@ -27,6 +27,35 @@ INV3 = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 FRACTIONS = (0.02, 0.04, 0.06, 0.08, 0.10, 0.15, 0.20, 0.30)
 
 
+class PeakRss:
+    """Peak resident memory above the level at entry, sampled every 5 ms by a thread (psutil)."""
+
+    def __enter__(self) -> PeakRss:
+        import threading
+
+        import psutil
+
+        self._process = psutil.Process()
+        self._base = self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+
+    @property
+    def extra_mb(self) -> float:
+        return (self._peak - self._base) / 2**20
+
+
 def phantom_cases(size: str, seeds: int):
     """Yield (name, mr (z, y, x), reference mask, spacing (z, y, x) mm, reference margin mm)."""
     for region in ("brain", "pelvis"):
@@ -90,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="small", choices=("small", "medium", "synthrad"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--from-ct-seeds", type=int, default=2)
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), help="t values to sweep")
     parser.add_argument("--pictures", type=Path, default=None, help="folder for the pictures (default OUT/pictures)")
     args = parser.parse_args(argv)
     pictures = args.pictures or args.out / "pictures"
@@ -97,18 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     cases = list(phantom_cases(args.size, args.seeds)) + list(from_ct_cases(args.from_ct_seeds))
     for name, mr, reference, spacing, margin in cases:
         row: dict = {"case": name, "shape_zyx": list(mr.shape), "reference_margin_mm": margin, "dice": {}}
-        for fraction in FRACTIONS:
+        for fraction in args.fractions:
             row["dice"][f"{fraction:g}"] = round(dice(body_mask_array(mr, spacing, fraction, margin), reference), 4)
         start = time.perf_counter()
-        auto = body_mask_array(mr, spacing, DEFAULT_THRESHOLD_FRACTION, margin)
+        with PeakRss() as peak:
+            auto = body_mask_array(mr, spacing, DEFAULT_THRESHOLD_FRACTION, margin)
         row["seconds"] = round(time.perf_counter() - start, 2)
+        row["peak_extra_rss_mb"] = round(peak.extra_mb, 1)
         row["dice_default_t"] = round(dice(auto, reference), 4)
         row["dice_default_t_10mm"] = round(dice(body_mask_array(mr, spacing), reference), 4)
         picture(pictures / f"{name}.png", mr, auto, reference, spacing,
                 f"{name}: t = {DEFAULT_THRESHOLD_FRACTION:g}, margin {margin:g} mm, Dice {row['dice_default_t']:.4f}")
         print(json.dumps(row), flush=True)
         rows.append(row)
-    summary = {f"{f:g}": round(min(r["dice"][f"{f:g}"] for r in rows), 4) for f in FRACTIONS}
+    summary = {f"{f:g}": round(min(r["dice"][f"{f:g}"] for r in rows), 4) for f in args.fractions}
     print("minimum Dice over the cases per t:", json.dumps(summary))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "body_mask.json").write_text(json.dumps({"cases": rows, "min_dice_per_t": summary}, indent=2) + "\n",

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("synthct.commands.baseline", "fit and score the intensity-only MR → HU baseline"),
     "train": ("train.cli", "train the 3D Pix2Pix (SwinUNETR generator) on paired MR/CT"),
     "export": ("export.cli", "export a checkpoint to a self-describing ONNX model package"),
-    "predict": ("algorithm.cli", "run the algorithm: MR + body mask → synthetic CT"),
+    "predict": ("algorithm.cli", "run the algorithm: MR (image or DICOM, mask optional) → sCT (+ DICOM CT, QA)"),
     "evaluate": ("evaluation.cli", "score synthetic CTs against CTs (SynthRAD metrics)"),
 }
 

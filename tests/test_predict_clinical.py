@@ -79,11 +79,20 @@ def dciodvfy_errors(path: Path) -> list[str]:
 # ---------------------------------------------------------------- the round trip of issue 8's "Done when"
 
 
-def test_dicom_round_trip_axial_and_oblique_without_mask(tmp_path: Path, package: Path) -> None:
-    mr_root, out = tmp_path / "mr", tmp_path / "out"
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory: pytest.TempPathFactory, package: Path) -> tuple[Path, Path, int]:
+    """Axial and oblique DICOM MR series (shuffled, no suffix) → ``synthct predict --dicom-out`` without a mask."""
+    root = tmp_path_factory.mktemp("round_trip")
+    mr_root, out = root / "mr", root / "out"
     for direction in DIRECTIONS:
         write_mr_series(phantom_mr(direction), mr_root / direction, suffix="", shuffle_seed=5)
-    assert predict("--mr", mr_root, "--model", package, "--out", out, "--dicom-out") == 0
+    code = predict("--mr", mr_root, "--model", package, "--out", out, "--dicom-out")
+    return mr_root, out, code
+
+
+def test_dicom_round_trip_axial_and_oblique_without_mask(round_trip: tuple[Path, Path, int], package: Path) -> None:
+    mr_root, out, code = round_trip
+    assert code == 0
     results = results_by_case(out)
     for direction in DIRECTIONS:
         mr_files = sorted((mr_root / direction).iterdir())
@@ -132,16 +141,18 @@ def test_dicom_round_trip_axial_and_oblique_without_mask(tmp_path: Path, package
             assert "synthetic ct" in ct.SeriesDescription.lower() and onnx_sha in ct.ImageComments
             sop_uids.add(ct.SOPInstanceUID)
         assert len(sop_uids) == len(ct_files)
-        if shutil.which("dciodvfy"):
-            for path in ct_files:
-                assert dciodvfy_errors(path) == [], path
     assert (out / "qa" / "index.html").is_file()
 
 
-def test_dciodvfy_available_or_skip() -> None:
-    """Says plainly when the dciodvfy part of the round trip could not run."""
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy not on PATH (apt-get install dicom3tools): the round trip skipped its dciodvfy check")
+@pytest.mark.skipif(shutil.which("dciodvfy") is None,
+                    reason="dciodvfy not on PATH: install Debian's dicom3tools (apt-get install dicom3tools)")
+def test_dciodvfy_reports_no_error_on_the_round_trip_series(round_trip: tuple[Path, Path, int]) -> None:
+    _, out, code = round_trip
+    assert code == 0
+    files = sorted((out / "dicom").glob("*/*"))
+    assert len(files) == 2 * phantom_array(1).shape[0]
+    for path in files:
+        assert dciodvfy_errors(path) == [], path
 
 
 def test_single_dicom_folder_and_series_choice(tmp_path: Path, package: Path) -> None:
@@ -160,6 +171,29 @@ def test_single_dicom_folder_and_series_choice(tmp_path: Path, package: Path) ->
     assert predict("--mr", folder, "--model", package, "--out", out, "--series", chosen, "--no-qa") == 0
     assert (out / f"{folder.name}.mha").is_file() and (out / "body" / f"{folder.name}.mha").is_file()
     assert not (out / "qa").exists()
+    one_file = next((tmp_path / "t1").iterdir())
+    assert predict("--mr", one_file, "--model", package, "--out", tmp_path / "out2") == 2  # names the folder instead
+
+
+def test_dicom_folders_with_given_masks_paired_by_folder_name(tmp_path: Path, package: Path) -> None:
+    root, masks, out = tmp_path / "mr", tmp_path / "masks", tmp_path / "out"
+    image = phantom_mr()
+    write_mr_series(image, root / "P1", suffix="")
+    write_mr_series(image, root / "P2", suffix="")
+    box = np.zeros(phantom_array(1).shape, np.uint8)
+    box[10:40, 30:100, 20:90] = 1
+    given = sitk.GetImageFromArray(box)
+    given.CopyInformation(image)
+    masks.mkdir()
+    sitk.WriteImage(given, str(masks / "P1.nii.gz"))
+    assert predict("--mr", root, "--mask", masks, "--model", package, "--out", out, "--no-qa") == 1
+    results = results_by_case(out)
+    assert results["P1"]["error_messages"] == [] and results["P1"]["inputs"][1]["filename"] == str(masks / "P1.nii.gz")
+    assert "no body mask with case id 'P2'" in results["P2"]["error_messages"][0]
+    sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "P1.mha")))
+    np.testing.assert_array_equal(sct, expected_hu(phantom_array(1).astype(np.float32), box, **PARAMS))
+    assert not (out / "body").exists()  # a given mask is not rewritten
+    assert predict("--mr", root, "--model", package, "--out", out, "--mask-threshold", "1.5") == 2
 
 
 # ---------------------------------------------------------------- bad input, each a per-case error
