@@ -114,20 +114,23 @@ def make_context(root: Path, models: Path | None, analytic: bool) -> tuple[Path,
     return root, f"SwinUNETR feature_size 24, random weights, exported here in {time.perf_counter() - started:.0f} s"
 
 
-def write_input(folder: Path) -> tuple[int, ...]:
-    """``synthct phantom --size synthrad`` brain case 0 as a grand-challenge /input tree; returns its size (x, y, z)."""
+def write_input(folder: Path) -> tuple[tuple[int, ...], int]:
+    """``synthct phantom --size synthrad`` brain case 0 as a grand-challenge /input tree; returns its size (x, y, z)
+    and the number of 64³ windows with body (what the network computes)."""
     import SimpleITK as sitk
 
     from synthct.phantom.generate import generate_case
+    from synthct.sliding_window import plan_windows
 
     mr, _, mask = generate_case("brain", 0, "synthrad")
+    windows = len(plan_windows(mask.GetSize()[::-1], (64, 64, 64), 0.5, sitk.GetArrayViewFromImage(mask)).computed)
     for image, sub in ((mr, "mri"), (mask, "body")):
         (folder / "images" / sub).mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(image, str(folder / "images" / sub / "1BA001.mha"), True)
     (folder / "region.json").write_text('"Brain"', encoding="utf-8")
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    return mr.GetSize()
+    return mr.GetSize(), windows
 
 
 def run_job(image: str, input_dir: Path, output_dir: Path, memory: str) -> dict[str, Any]:
@@ -175,13 +178,13 @@ def main() -> int:
             print(json.dumps(summary))
             return 0
         input_dir = work / "input"
-        size = write_input(input_dir)
+        size, windows = write_input(input_dir)
         job = run_job(images["algorithm_cpu"]["tag"], input_dir, work / "output", args.memory)
-        summary["job"] = {"case_size_xyz": list(size), "memory_limit": args.memory, **job}
+        summary["job"] = {"case_size_xyz": list(size), "windows": windows, "memory_limit": args.memory, **job}
         print(f"algorithm job (CPU image, --memory {args.memory}, brain {size[0]}×{size[1]}×{size[2]}): exit "
               f"{job['exit_code']}, cgroup peak {job['cgroup_peak_bytes'] / 2**30:.2f} GiB (limit "
               f"{(job['cgroup_limit_bytes'] or 0) / 2**30:.2f} GiB), job peak RSS "
-              f"{job['job_peak_rss_bytes'] / 2**30:.2f} GiB, job {job['job_s']:.1f} s, docker run "
+              f"{job['job_peak_rss_bytes'] / 2**30:.2f} GiB, job {job['job_s']:.1f} s ({windows} windows), docker run "
               f"{job['docker_run_s']:.1f} s")
     print(json.dumps(summary))
     return 0

@@ -225,6 +225,29 @@ def test_algorithm_image_grand_challenge_job_equals_local_predict(
     assert np.abs(container_hu - local_hu).max() <= _hu_tolerance(algorithm_image)
 
 
+def test_algorithm_image_without_platform_mask_uses_the_automatic_mask_with_a_warning(
+    algorithm_image: str, models_dir: Path, phantoms: dict[str, Any], tmp_path: Path
+) -> None:
+    case_id = GT_CASES[1]
+    input_dir, output_dir = tmp_path / "input", tmp_path / "output"
+    mr_path = _write(phantoms[case_id][0], input_dir / "images" / "mri" / f"{case_id}.mha")
+    (input_dir / "images" / "body").mkdir()
+    output_dir.mkdir()
+    _open_up(input_dir, 0o755)
+    _open_up(output_dir, 0o777)
+
+    done = _run(algorithm_image, mounts={input_dir: "/input:ro", output_dir: "/output"})
+    assert done.returncode == 0, _tail(done)
+    [entry] = json.loads((output_dir / "results.json").read_text(encoding="utf-8"))
+    assert entry["error_messages"] == [] and entry.get("warnings"), entry
+    local_dir = tmp_path / "local"
+    assert synthct_main(["predict", "--mr", str(mr_path), "--model", str(models_dir), "--out", str(local_dir),
+                         "--no-progress", "--no-qa"]) == 0
+    container_hu = _array(output_dir / "images" / "synthetic-ct" / f"{case_id}.mha").astype(np.int32)
+    assert np.abs(container_hu - _array(local_dir / f"{case_id}.mha")).max() <= _hu_tolerance(algorithm_image)
+    assert np.count_nonzero(container_hu != -1000) > 0.2 * container_hu.size, "the automatic mask found no body"
+
+
 # ---------------------------------------------------------------- the evaluation image
 
 
