@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-PATHS = ("monai", "ort-before", "onnxruntime", "openvino", "openvino-bf16")
+PATHS = ("monai", "ort-before", "onnxruntime", "openvino", "openvino-bf16", "onnxruntime-fp16")
+DEFAULT_PATHS = PATHS[:5]
 
 
 def _status_mb(field: str) -> float:
@@ -116,7 +117,7 @@ def run_child(args: argparse.Namespace) -> None:
         if args.child == "ort-before":
             os.environ["SYNTHCT_ORT_ARENA"] = "0"
         backend = {"ort-before": "onnxruntime"}.get(args.child, args.child)
-        predictor = make_predictor(package, backend, "cpu", args.threads)  # type: ignore[arg-type]
+        predictor = make_predictor(package, backend, args.device, args.threads)  # type: ignore[arg-type]
         description, selection = predictor.description, predictor.selection
         check_inputs(mr_image, mask_image)
         predict_started = time.perf_counter()
@@ -132,7 +133,8 @@ def run_child(args: argparse.Namespace) -> None:
 
 def _child(path: str, files: dict[str, Path], out: Path, args: argparse.Namespace, model: Path) -> dict:
     command = [sys.executable, __file__, "--child", path, "--model", str(model), "--mr", str(files["mr"]),
-               "--mask", str(files["mask"]), "--out", str(out), "--batch-size", str(args.batch_size)]
+               "--mask", str(files["mask"]), "--out", str(out), "--batch-size", str(args.batch_size),
+               "--device", args.device]
     if args.checkpoint:
         command += ["--checkpoint", str(args.checkpoint)]
     if args.threads:
@@ -188,10 +190,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model package folder (default: analytic model)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="the package's checkpoint (for the MONAI path)")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {', '.join(PATHS)}")
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
+                        help=f"comma-separated subset of {', '.join(PATHS)}")
     parser.add_argument("--cases", default="brain,pelvis", help="brain (all paths), pelvis (default path only)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
+                        help="device of the algorithm's paths (cuda: with --paths onnxruntime,onnxruntime-fp16)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
@@ -225,7 +230,7 @@ def main() -> int:
         from algorithm.backends import make_predictor
         from synthct.model_package import load_model_package
 
-        default = make_predictor(load_model_package(model), "auto", "cpu", args.threads)
+        default = make_predictor(load_model_package(model), "auto", args.device, args.threads)
         default_path = getattr(default, "name", "onnxruntime")
         print(f"default (auto) backend here: {default.description} — {default.selection}")
         del default

@@ -725,10 +725,14 @@ def test_backend_accuracy_is_measured_and_recorded(exported: tuple[Path, Path, d
 @pytest.mark.parametrize("backend", ["openvino", "openvino-bf16"])
 def test_every_cpu_backend_matches_onnxruntime_fp32(exported: tuple[Path, Path, dict[str, Any]],
                                                     backend: str) -> None:
-    from algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, make_predictor
+    """f32 backends agree with ONNX Runtime fp32 to rounding. bf16 computes the same network (it is not garbage),
+    but how far it lands from fp32 depends on the weights — on this random-weight CI model ≈ 7 HU mean, above the
+    3 HU bound, so the export must have recorded it as failed and ``auto`` must not use it; the trained fs24 model's
+    figure is in the README (benchmarks/bench_inference.py)."""
+    from algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, candidate_backends, make_predictor
 
     pytest.importorskip("openvino")
-    _, out, _ = exported
+    _, out, manifest = exported
     package = load_model_package(out)
     try:
         predictor = make_predictor(package, backend, "cpu", threads=2)  # type: ignore[arg-type]
@@ -738,8 +742,16 @@ def test_every_cpu_backend_matches_onnxruntime_fp32(exported: tuple[Path, Path, 
     batch = inputs.all()
     reference = OnnxRuntimePredictor(package, device="cpu", threads=2)(batch)
     report = compare(inputs, reference, predictor(batch), tolerance_hu=1e9)
-    bound = 0.5 if backend == "openvino" else 3.0
-    assert report["finite"] and report["data"]["mean_abs_hu_in_mask"] <= bound, report
+    assert report["finite"]
+    record = manifest["backend_accuracy"]["results"][backend]
+    if backend == "openvino":
+        assert report["max_abs_hu"] <= 0.5 and record["passed"]
+    else:
+        assert report["data"]["mean_abs_hu_in_mask"] <= 20.0, report
+        assert record["passed"] == (record["worst"]["mean_abs_hu_in_mask"] <= 3.0
+                                    and record["worst"]["mae_change_hu"] <= 1.0)
+        if not record["passed"]:
+            assert backend not in candidate_backends(package, "cpu")[0]
 
 
 def test_auto_uses_what_the_package_measured(exported: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
