@@ -41,12 +41,14 @@ class AccuracyCase:
     ct_hu: np.ndarray
 
 
-def _validation_ids(config: dict[str, Any]) -> list[str]:
+def validation_ids(config: dict[str, Any]) -> list[str]:
+    """The validation case ids of the training run's split file (``data.split``; key ``val``), [] if unreadable."""
     split = str((config.get("data") or {}).get("split") or "")
     if not split or not Path(split).is_file():
         return []
     try:
-        return [str(i) for i in json.loads(Path(split).read_text(encoding="utf-8")).get("validation", [])]
+        content = json.loads(Path(split).read_text(encoding="utf-8"))
+        return [str(i) for i in content.get("val", content.get("validation", []))]
     except (OSError, ValueError, AttributeError):
         return []
 
@@ -65,7 +67,7 @@ def accuracy_cases(region: str, count: int, data_dir: Path | None = None, config
             cases = find_cases(data_dir, region=region, require_ct=True)
         except (DatasetError, ValueError, OSError) as exc:
             raise ExportError(f"{data_dir}: cannot read accuracy cases for region {region!r}: {exc}") from exc
-        preferred = _validation_ids(config or {})
+        preferred = validation_ids(config or {})
         cases.sort(key=lambda case: (case.case_id not in preferred, case.case_id))
         picked = []
         for case in cases[:count]:

@@ -237,3 +237,19 @@ def test_openvino_matches_onnxruntime_on_the_analytic_model(analytic: Path) -> N
             make_predictor(package, "openvino-bf16", "cpu")
     with pytest.raises(BackendUnavailable, match="CPU only"):
         make_predictor(package, "openvino", "cuda")
+
+
+def test_accuracy_cases_are_the_runs_validation_cases(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from export.backend_accuracy import judge, validation_ids
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["1BA001"], "val": ["1BA005", "1BA007"]}), encoding="utf-8")
+    assert validation_ids({"data": {"split": str(split)}}) == ["1BA005", "1BA007"]
+    assert validation_ids({"data": {"split": str(tmp_path / "missing.json")}}) == []
+    ok = {"mae_change_hu": 0.6, "mean_abs_hu_in_mask": 2.4, "max_abs_hu_in_mask": 31.0}
+    assert judge([ok])["passed"]
+    verdict = judge([ok, {**ok, "mean_abs_hu_in_mask": 3.2}])
+    assert not verdict["passed"] and "mean_abs_hu_in_mask 3.200 > 3.0" in verdict["failure"]
+    assert not judge([{**ok, "mae_change_hu": 1.5}])["passed"]
+    assert not judge([{**ok, "mae_change_hu": float("nan")}])["passed"]
