@@ -43,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder for <case id>.mha and results.json")
     parser.add_argument("--region", default=None,
                         help="anatomy (Brain, Pelvis, 'Head and Neck', …); default: the only model, else the case id")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    from algorithm.backends import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("SYNTHCT_BACKEND") or "auto",
+                        help="runtime backend (default: SYNTHCT_BACKEND, else auto: fastest this CPU/GPU supports "
+                             "within the package's measured accuracy bound)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per network call (default 4)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: all cores)")

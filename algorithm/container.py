@@ -7,7 +7,7 @@ log and in its results.json entry's ``warnings`` list) and ``/input/region.json`
 every case succeeded, 1 when any case failed, 2 when nothing could run.
 
 Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_MODELS``
-(/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|tensorrt),
+(/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|openvino|…),
 ``SYNTHCT_DEVICE`` (auto|cpu|cuda), ``SYNTHCT_BATCH_SIZE`` (4), ``SYNTHCT_THREADS`` (ONNX Runtime threads),
 ``SYNTHCT_PROGRESS`` (1/0: progress bar).
 """
@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from algorithm.backends import BACKENDS
 from algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
 from algorithm.runner import ModelRegistry, run_cases
 from synthct.atomic import write_json_atomic
@@ -58,7 +59,7 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
     results_path = output_dir / "results.json"
     images_out = output_dir / "images" / "synthetic-ct"
     try:
-        backend = _env_choice(env, "SYNTHCT_BACKEND", ("auto", "onnxruntime", "tensorrt"))
+        backend = _env_choice(env, "SYNTHCT_BACKEND", BACKENDS)
         device = _env_choice(env, "SYNTHCT_DEVICE", ("auto", "cpu", "cuda"))
         batch_size = _env_int(env, "SYNTHCT_BATCH_SIZE", 4) or 4
         threads = _env_int(env, "SYNTHCT_THREADS", None)

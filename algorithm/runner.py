@@ -54,7 +54,8 @@ class ModelRegistry:
                     raise RegionError(f"no model installed for region {region!r} (installed: {self.regions})")
                 package = load_model_package(self.packages[region], expected_region=region)
                 predictor = make_predictor(package, self.backend, self.device, self.threads)
-                log.info("region %s: model %s on %s", region, package.directory, predictor.description)
+                log.info("region %s: model %s on %s (%s)", region, package.directory, predictor.description,
+                         predictor.selection)
                 self._loaded[region] = (package, predictor)
             except Exception as exc:  # remembered: every case of this region gets the same message
                 self._loaded[region] = exc
@@ -140,6 +141,7 @@ def run_cases(
                 raise ValueError(case.problem or f"{case.mr}: no body mask")
             region = resolve_region(case.case_id, declared_region, registry.regions)
             package, predictor = registry.get(region)
+            entry["backend"] = {"description": predictor.description, "selection": predictor.selection}
             mr = load_mr(case)
             for note in mr.notes:
                 warnings.append(note)

@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random and data patches each in the parity check (default 2 + 2)")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parity patches")
+    parser.add_argument("--no-fp16", dest="fp16", action="store_false",
+                        help="do not write the GPU's fp16 graph (model_fp16.onnx)")
+    parser.add_argument("--no-backend-accuracy", dest="backend_accuracy", action="store_false",
+                        help="do not measure OpenVINO / fp16 backends against the fp32 sCT (they are then never "
+                             "chosen automatically)")
+    parser.add_argument("--accuracy-cases", type=int, default=2,
+                        help="validation cases (with CT) for the backend accuracy check (default 2)")
     parser.add_argument("--force", action="store_true", help="replace an existing package at --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -56,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from export.errors import ExportError
     from export.package import ExportOptions, export_package
 
-    if args.max_batch < 1 or args.parity_patches < 1 or args.parity_tolerance_hu <= 0:
-        log.error("--max-batch and --parity-patches must be ≥ 1 and --parity-tolerance-hu > 0")
+    if args.max_batch < 1 or args.parity_patches < 1 or args.parity_tolerance_hu <= 0 or args.accuracy_cases < 1:
+        log.error("--max-batch, --parity-patches and --accuracy-cases must be ≥ 1 and --parity-tolerance-hu > 0")
         return 2
     options = ExportOptions(
         opset=args.opset, exporter=args.exporter,
@@ -67,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         trt_tolerance_hu=args.trt_tolerance_hu, trt_workspace_gib=args.trt_workspace_gib, data_dir=args.data,
         parity_tolerance_hu=args.parity_tolerance_hu, parity_random=args.parity_patches,
         parity_data=args.parity_patches, seed=args.seed, threads=args.threads, force=args.force,
-        progress=args.progress,
+        progress=args.progress, fp16=args.fp16, backend_accuracy=args.backend_accuracy,
+        accuracy_cases=args.accuracy_cases,
     )
     try:
         manifest = export_package(args.checkpoint, args.out, options)
@@ -84,5 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if manifest.get("tensorrt"):
         trt_parity = manifest["parity"]["tensorrt"]
         summary["tensorrt_mean_abs_hu_in_mask"] = trt_parity["data"].get("mean_abs_hu_in_mask")
+    accuracy = (manifest.get("backend_accuracy") or {}).get("results", {})
+    summary["backend_accuracy"] = {name: {"passed": r.get("passed"), **r.get("worst", {})}
+                                   for name, r in accuracy.items()}
     print(json.dumps(summary))
     return 0

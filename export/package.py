@@ -72,6 +72,11 @@ class ExportOptions:
     seed: int = 0
     threads: int | None = None
     measure_repeats: int = 3
+    fp16: bool = True
+    """Also write the GPU's fp16 graph (``model_fp16.onnx``, normalisations kept fp32)."""
+    backend_accuracy: bool = True
+    """Measure every other runtime backend against the fp32 sCT on validation cases (recorded in model.json)."""
+    accuracy_cases: int = 2
     force: bool = False
     progress: bool = True
 
@@ -202,7 +207,8 @@ def export_package(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     check_destination(out, options.force, source.region)
     out.parent.mkdir(parents=True, exist_ok=True)
     steps = ["export ONNX", "parity", *(["optimise"] if options.optimise else []),
-             *(["TensorRT"] if options.tensorrt else []), "manifest"]
+             *(["TensorRT"] if options.tensorrt else []), *(["fp16"] if options.fp16 else []), "manifest",
+             *(["backend accuracy"] if options.backend_accuracy else [])]
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         with tqdm(total=len(steps), desc="export", unit="step", disable=not options.progress) as bar:
@@ -233,9 +239,10 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
                         options.external_data, metadata)
     del to_export
     trt_source = None
-    if trt is not None:  # TensorRT gets native InstanceNormalization: its GPU reductions are accurate, and its
-        # normalisation layers can be pinned to FP32, which a decomposed (Reduce/elementwise) norm could not
-        scratch = staging / ".tensorrt-source"
+    if trt is not None or options.fp16:  # TensorRT and the fp16 graph get native InstanceNormalization: GPU
+        # reductions are accurate, and the normalisation layers can be pinned to FP32, which a decomposed
+        # (Reduce/elementwise) norm could not
+        scratch = staging / ".native-norm-source"
         scratch.mkdir()
         trt_source = export_onnx(generator, scratch / MODEL_NAME, source.patch_size, options.opset, options.exporter,
                                  options.external_data, metadata)
@@ -274,23 +281,49 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
             output = ort_predictor(ort_session(model, options.threads))(batch)
         assert trt_source is not None
         tensorrt_entry = _tensorrt(trt, staging, trt_source.model, inputs, output, source, options)
-        shutil.rmtree(trt_source.model.parent)
         parity_section["tensorrt"] = tensorrt_entry.pop("parity")
         bar.update()
+    fp16_entry = None
+    if options.fp16:
+        step("fp16")
+        from export.fp16 import FP16_NAME, convert_to_fp16
+
+        assert trt_source is not None
+        facts16 = convert_to_fp16(trt_source.model, staging / FP16_NAME)
+        fp16_entry = {**file_entry(staging / FP16_NAME), **facts16, "built_from": "native InstanceNormalization "
+                      "export of the same checkpoint", "use": "ONNX Runtime CUDA only (backend onnxruntime-fp16)"}
+        bar.update()
+    if trt_source is not None:
+        shutil.rmtree(trt_source.model.parent)
 
     step("manifest")
-    from export.manifest import build_manifest
+    from export.manifest import build_manifest, json_safe
 
     facts = {"exporter": files.exporter, "opset": files.opset, "export_s": round(files.seconds, 2),
              "instance_norm": f"axis-wise means ({swapped} layers)" if swapped else "onnx InstanceNormalization",
              "parity_patches": {"random": len(inputs.random), "data": len(inputs.data)}}
     manifest = build_manifest(source, onnx_entry, parity_section, optimisation, facts, tensorrt_entry)
+    if fp16_entry is not None:
+        manifest["onnx_fp16"] = json_safe(fp16_entry)
+    _write_verified(staging, manifest, source.region)
+    bar.update()
+    if options.backend_accuracy:
+        step("backend accuracy")
+        from export.backend_accuracy import accuracy_cases, measure_backends
+
+        cases = accuracy_cases(source.region, options.accuracy_cases, _default_data_dir(source, options),
+                               source.config, options.seed + 1000)
+        manifest["backend_accuracy"] = json_safe(measure_backends(staging, cases, threads=options.threads))
+        _write_verified(staging, manifest, source.region)
+        bar.update()
+    return manifest
+
+
+def _write_verified(staging: Path, manifest: dict[str, Any], region: str) -> None:
     try:
         write_manifest(staging, manifest)
-        load_model_package(staging, expected_region=source.region)
+        load_model_package(staging, expected_region=region)
     except ValueError as exc:  # ModelPackageError
         raise ExportError(f"the package manifest does not verify: {exc}") from exc
     if not (staging / MANIFEST_NAME).is_file():  # pragma: no cover - write_manifest raises instead
         raise ExportError(f"{staging}: {MANIFEST_NAME} was not written")
-    bar.update()
-    return manifest

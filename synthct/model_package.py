@@ -1,4 +1,8 @@
-"""The model package: ``model.onnx`` (+ optional TensorRT engine) described by ``model.json``.
+"""The model package: ``model.onnx`` (+ optional fp16 graph, TensorRT engine) described by ``model.json``.
+
+Optional fields: ``onnx_fp16`` (the GPU's fp16 graph, hashed like ``onnx``) and ``backend_accuracy`` (per runtime
+backend, its measured deviation from the fp32 sCT on validation phantoms and whether it held the bound; a backend
+without a passing record is not chosen automatically, see ``algorithm.backends``).
 
 ``model.json`` says how to use the network (region, patch size, intensity conventions) and pins the files by
 sha256. :func:`load_model_package` refuses a package whose fields or hashes do not check out, so a wrong or
@@ -75,6 +79,12 @@ class ModelPackage:
     @property
     def output_name(self) -> str:
         return str(self.manifest["output_name"])
+
+    @property
+    def onnx_fp16_path(self) -> Path | None:
+        """The fp16 graph for the GPU (InstanceNormalization / LayerNormalization kept fp32), if the package has one."""
+        entry = self.manifest.get("onnx_fp16")
+        return self.directory / entry["file"] if entry else None
 
     @property
     def tensorrt_path(self) -> Path | None:
@@ -155,6 +165,12 @@ def _validate(directory: Path, manifest: Any, check_hashes: bool) -> None:
         entries.append(("onnx.external_data", manifest["onnx"]["external_data"]))
     if manifest.get("tensorrt"):
         entries.append(("tensorrt", manifest["tensorrt"]))
+    if manifest.get("onnx_fp16"):
+        entries.append(("onnx_fp16", manifest["onnx_fp16"]))
+    accuracy = manifest.get("backend_accuracy")
+    if accuracy is not None and not (isinstance(accuracy, dict) and isinstance(accuracy.get("results"), dict)
+                                     and all(isinstance(r, dict) for r in accuracy["results"].values())):
+        raise ModelPackageError(f"{where}: backend_accuracy must be an object with a 'results' object per backend")
     for name, entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(
             entry.get("sha256"), str

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -162,6 +163,21 @@ def plan_windows(
     return WindowPlan(shape3, patch3, pad, padded_shape, computed, skipped)  # type: ignore[arg-type]
 
 
+def _extract(padded: np.ndarray, batch: np.ndarray, windows: list[tuple[slice, ...]]) -> np.ndarray:
+    """Copy ``windows`` of ``padded`` into the first rows of ``batch``; returns those rows."""
+    for row, window in enumerate(windows):
+        batch[row, 0] = padded[window]
+    return batch[: len(windows)]
+
+
+def _blend(blended: np.ndarray, weight_sum: np.ndarray, weights: np.ndarray, windows: list[tuple[slice, ...]],
+           output: np.ndarray) -> None:
+    """Add each output window times ``weights`` into ``blended`` and ``weights`` into ``weight_sum``."""
+    for row, window in enumerate(windows):
+        blended[window] += output[row, 0].astype(np.float32, copy=False) * weights
+        weight_sum[window] += weights
+
+
 def sliding_window_predict(
     volume: np.ndarray,
     predictor: Predictor,
@@ -178,8 +194,9 @@ def sliding_window_predict(
     """Apply ``predictor`` window by window over ``volume`` (z, y, x) and blend the outputs; returns float32 (z, y, x).
 
     ``predictor`` gets batches (B ≤ ``batch_size``, 1, pz, py, px) float32 and must return the same shape. Windows
-    without a voxel of ``mask`` are skipped; voxels that no computed window covers get ``fill_value``. Memory: the
-    (padded) volume, two float32 accumulators of the padded size, and one batch of windows.
+    without a voxel of ``mask`` are skipped; voxels that no computed window covers get ``fill_value``. The next
+    batch is extracted, and the previous one blended, on a worker thread while ``predictor`` runs. Memory: the
+    (padded) volume, two float32 accumulators of the padded size, two batches of windows and one output.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
@@ -196,25 +213,38 @@ def sliding_window_predict(
     blended = np.zeros(plan.padded_shape, dtype=np.float32)
     weight_sum = np.zeros(plan.padded_shape, dtype=np.float32)
 
-    batch = np.empty((batch_size, 1, *patch3), dtype=np.float32)
-    with tqdm(total=len(plan.computed), disable=not progress, desc="windows", unit="win", leave=False) as bar:
-        for first in range(0, len(plan.computed), batch_size):
-            starts = plan.computed[first : first + batch_size]
-            windows = [tuple(slice(s, s + p) for s, p in zip(start, patch3, strict=True)) for start in starts]
-            for index, window in enumerate(windows):
-                batch[index, 0] = padded[window]
-            output = np.asarray(predictor(batch[: len(windows)]))
-            expected = (len(windows), 1, *patch3)
+    groups = [plan.computed[first : first + batch_size] for first in range(0, len(plan.computed), batch_size)]
+    buffers = [np.empty((batch_size, 1, *patch3), dtype=np.float32) for _ in range(2)]
+
+    slices = [[tuple(slice(s, s + p) for s, p in zip(start, patch3, strict=True)) for start in group]
+              for group in groups]
+
+    # One worker thread extracts batch k+1 and blends batch k-1 while the predictor runs on batch k (numpy and the
+    # runtimes release the GIL). Its jobs run in submission order, so the sums are accumulated in window order —
+    # the result is bit-identical to a sequential loop — and a buffer is refilled only after its batch was blended.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="windows") as worker, tqdm(
+        total=len(plan.computed), disable=not progress, desc="windows", unit="win", leave=False
+    ) as bar:
+        next_batch = worker.submit(_extract, padded, buffers[0], slices[0]) if groups else None
+        blending: Future[None] | None = None
+        for index in range(len(groups)):
+            assert next_batch is not None
+            batch = next_batch.result()
+            if index + 1 < len(groups):
+                next_batch = worker.submit(_extract, padded, buffers[(index + 1) % 2], slices[index + 1])
+            output = np.asarray(predictor(batch))
+            expected = (len(groups[index]), 1, *patch3)
             if output.shape != expected:
                 raise ValueError(f"predictor returned shape {output.shape}, expected {expected}")
             if not np.all(np.isfinite(output)):
                 raise ValueError("predictor returned non-finite values (NaN or infinity)")
-            for index, window in enumerate(windows):
-                blended[window] += output[index, 0].astype(np.float32, copy=False) * weights
-                weight_sum[window] += weights
-            del output
-            bar.update(len(windows))
-    del padded, batch
+            if blending is not None:
+                blending.result()
+            blending = worker.submit(_blend, blended, weight_sum, weights, slices[index], output)
+            bar.update(len(groups[index]))
+        if blending is not None:
+            blending.result()
+    del padded, buffers
 
     covered = weight_sum > 0
     np.divide(blended, weight_sum, out=blended, where=covered)

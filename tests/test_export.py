@@ -31,7 +31,7 @@ from synthct.model_package import ModelPackageError, load_model_package, sha256_
 from synthct.sliding_window import sliding_window_predict  # noqa: E402
 
 TINY_MODEL = {"feature_size": 12, "depths": [1, 1, 1, 1]}
-FAST = {"progress": False, "measure_repeats": 1, "parity_random": 1, "parity_data": 1}
+FAST = {"progress": False, "measure_repeats": 1, "parity_random": 1, "parity_data": 1, "accuracy_cases": 1}
 
 
 def make_checkpoint(path: Path, model: dict[str, Any] | None = None, region: str = "brain", seed: int = 0,
@@ -106,7 +106,7 @@ def test_package_is_self_describing_and_verified(exported: tuple[Path, Path, dic
     assert {c["file"] for c in optimisation["candidates"]} <= {"model.ort-basic.onnx", "model.onnxslim.onnx"}
     assert all(c["reason"] for c in optimisation["candidates"])
     # only the files the manifest names are left: no discarded candidates, no staging folders
-    expected = {"model.json", "model.onnx", manifest["onnx"]["file"]}
+    expected = {"model.json", "model.onnx", manifest["onnx"]["file"], "model_fp16.onnx"}
     assert {p.name for p in out.iterdir()} == expected
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     for path in out.iterdir():
@@ -654,3 +654,121 @@ def test_tensorrt_parity_rule() -> None:
     overflow[0, 0, 3, 3, 3] = np.inf
     with pytest.raises(ExportError, match="NaN/inf"):
         require_engine_parity(engine_parity(inputs, reference, overflow, 5.0), Path("model.plan"))
+
+
+# --------------------------------------------------------------------------------- fp16 graph, backend accuracy
+
+
+def test_fp16_graph_keeps_normalisations_in_fp32(exported: tuple[Path, Path, dict[str, Any]]) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    from export.fp16 import describe_fp16
+
+    _, out, manifest = exported
+    package = load_model_package(out)
+    assert package.onnx_fp16_path == out / "model_fp16.onnx"
+    entry = manifest["onnx_fp16"]
+    assert entry["sha256"] == sha256_of(out / "model_fp16.onnx")
+    onnx.checker.check_model(str(out / "model_fp16.onnx"), full_check=True)
+    facts = describe_fp16(out / "model_fp16.onnx")
+    assert facts == {k: entry[k] for k in facts}
+    assert facts["io_types"] == {"mr": "FLOAT", "sct": "FLOAT"} and facts["fp32_island_violations"] == []
+    islands = facts["fp32_island_nodes"]
+    assert islands["InstanceNormalization"] > 0 and islands["LayerNormalization"] > 0
+    assert facts["initializer_types"].get("FLOAT16", 0) > facts["initializer_types"].get("FLOAT", 0)
+    # every island is fed by a Cast to float32 (or a float32 value), and its output is cast back to float16
+    model = onnx.load(str(out / "model_fp16.onnx"))
+    producers = {output: node for node in model.graph.node for output in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in model.graph.node:
+        if node.op_type in ("InstanceNormalization", "LayerNormalization"):
+            feeder = producers[node.input[0]]
+            assert feeder.op_type == "Cast" and feeder.attribute[0].i == TensorProto.FLOAT, node.name
+            assert any(c.op_type == "Cast" and c.attribute[0].i == TensorProto.FLOAT16
+                       for c in consumers[node.output[0]]), node.name
+    # ONNX Runtime's CPU provider runs it too (GPU numerics differ; the GPU figure is measured where one exists)
+    batch = np.random.default_rng(3).uniform(-1, 1, (1, 1, 64, 64, 64)).astype(np.float32)
+    half = ort_session(out / "model_fp16.onnx").run(["sct"], {"mr": batch})[0]
+    full = ort_session(package.onnx_path).run(["sct"], {"mr": batch})[0]
+    assert half.dtype == np.float32 and np.abs(half - full).mean() * HU_PER_UNIT <= 3.0
+
+
+def test_backend_accuracy_is_measured_and_recorded(exported: tuple[Path, Path, dict[str, Any]]) -> None:
+    from algorithm.cpu import supports_bf16
+
+    manifest = exported[2]
+    accuracy = manifest["backend_accuracy"]
+    assert accuracy["bound"] == {"mae_change_hu": 1.0, "mean_abs_hu_in_mask": 3.0}
+    assert len(accuracy["cases"]) == 1 and accuracy["cases"][0].startswith("phantom brain seed")
+    results = accuracy["results"]
+    assert set(results) == {"openvino", "openvino-bf16", "onnxruntime-fp16"}
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert results["onnxruntime-fp16"]["passed"] is None and "not measured" in results["onnxruntime-fp16"]["reason"]
+    for name in ("openvino", "openvino-bf16"):
+        record = results[name]
+        if record["passed"] is None:  # OpenVINO missing, or no native bf16 here
+            continue
+        case = record["cases"][0]
+        assert case["mean_abs_hu_in_mask"] <= case["max_abs_hu_in_mask"]
+        assert record["passed"] == (case["mae_change_hu"] <= 1.0 and case["mean_abs_hu_in_mask"] <= 3.0)
+    if supports_bf16() and results["openvino"]["passed"] is not None:
+        assert results["openvino-bf16"]["passed"] is not None
+    assert results["openvino"].get("worst", {}).get("mean_abs_hu_in_mask", 0.0) <= 0.5  # f32: rounding only
+
+
+@pytest.mark.parametrize("backend", ["openvino", "openvino-bf16"])
+def test_every_cpu_backend_matches_onnxruntime_fp32(exported: tuple[Path, Path, dict[str, Any]],
+                                                    backend: str) -> None:
+    """f32 backends agree with ONNX Runtime fp32 to rounding. bf16 computes the same network (it is not garbage),
+    but how far it lands from fp32 depends on the weights — on this random-weight CI model ≈ 7 HU mean, above the
+    3 HU bound, so the export must have recorded it as failed and ``auto`` must not use it; the trained fs24 model's
+    figure is in the README (benchmarks/bench_inference.py)."""
+    from algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, candidate_backends, make_predictor
+
+    pytest.importorskip("openvino")
+    _, out, manifest = exported
+    package = load_model_package(out)
+    try:
+        predictor = make_predictor(package, backend, "cpu", threads=2)  # type: ignore[arg-type]
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    inputs = make_inputs((64, 64, 64), "brain", "percentile", 99.0, 1, 1, None, seed=4)
+    batch = inputs.all()
+    reference = OnnxRuntimePredictor(package, device="cpu", threads=2)(batch)
+    report = compare(inputs, reference, predictor(batch), tolerance_hu=1e9)
+    assert report["finite"]
+    record = manifest["backend_accuracy"]["results"][backend]
+    if backend == "openvino":
+        assert report["max_abs_hu"] <= 0.5 and record["passed"]
+    else:
+        assert report["data"]["mean_abs_hu_in_mask"] <= 20.0, report
+        assert record["passed"] == (record["worst"]["mean_abs_hu_in_mask"] <= 3.0
+                                    and record["worst"]["mae_change_hu"] <= 1.0)
+        if not record["passed"]:
+            assert backend not in candidate_backends(package, "cpu")[0]
+
+
+def test_auto_uses_what_the_package_measured(exported: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    from algorithm.backends import candidate_backends, make_predictor
+
+    _, out, manifest = exported
+    package = load_model_package(out)
+    passed = [name for name, r in manifest["backend_accuracy"]["results"].items() if r["passed"]]
+    chosen, _ = candidate_backends(package, "cpu")
+    assert "onnxruntime" in chosen and set(chosen) - {"onnxruntime"} <= set(passed)
+    predictor = make_predictor(package, "auto", "cpu", threads=2)
+    assert predictor.name == chosen[0] and predictor.selection.startswith("auto")
+    # the same package with a failed record for everything: fp32
+    failed = _copy_package(out, tmp_path / "failed")
+    _rewrite_manifest(failed, lambda m: m["backend_accuracy"]["results"].update(
+        {name: {"passed": False, "failure": "test"} for name in m["backend_accuracy"]["results"]}))
+    from synthct.model_package import write_manifest
+
+    write_manifest(failed, json.loads((failed / "model.json").read_text(encoding="utf-8")))
+    assert candidate_backends(load_model_package(failed), "cpu")[0] == ["onnxruntime"]
