@@ -84,3 +84,19 @@ def test_a_failing_compiled_step_falls_back_to_eager(caplog: pytest.LogCaptureFi
 
 def test_channels_last_gives_the_same_losses() -> None:
     _assert_close(_losses(_models(channels_last=True)), _losses(_models()), 1e-4)
+
+
+def test_restore_utf8_ctype_undoes_a_c_locale() -> None:
+    """ITK may reset LC_CTYPE to C in-process; torch.compile then fails reading its templates as ASCII."""
+    import locale
+
+    from train.trainer import restore_utf8_ctype
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        assert locale.getpreferredencoding(False).lower().replace("-", "") != "utf8"
+        restore_utf8_ctype()
+        assert locale.getpreferredencoding(False).lower().replace("-", "") == "utf8"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)

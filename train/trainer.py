@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import locale
 import logging
 import math
 import os
@@ -173,6 +174,24 @@ def build_step_models(config: Config, device: torch.device, info: DistInfo | Non
     return models
 
 
+def restore_utf8_ctype() -> None:
+    """Give the process a UTF-8 ``LC_CTYPE`` again if a C library (ITK does) reset it to ``C``.
+
+    TorchInductor reads its kernel templates with the locale's encoding; under ``C`` that is ASCII and compiling
+    fails on their non-ASCII characters. Tried in order: the environment's locale, ``C.UTF-8``.
+    """
+    if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":
+        return
+    for name in ("", "C.UTF-8"):
+        try:
+            locale.setlocale(locale.LC_CTYPE, name)
+        except locale.Error:
+            continue
+        if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":
+            log.debug("LC_CTYPE set to %r for torch.compile", locale.setlocale(locale.LC_CTYPE))
+            return
+
+
 def compile_models(models: StepModels, mode: str) -> None:
     """``torch.compile`` the training calls of both networks (lazily: the work happens at the first step).
 
@@ -181,6 +200,7 @@ def compile_models(models: StepModels, mode: str) -> None:
     """
     import torch._dynamo
 
+    restore_utf8_ctype()
     torch._dynamo.config.suppress_errors = True
     options = {"mode": mode} if mode != "default" else {}
     try:
