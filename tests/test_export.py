@@ -619,7 +619,7 @@ def test_tensorrt_package_entry_with_a_stand_in(tmp_path: Path, monkeypatch: pyt
     assert (entry["precision"], entry["max_batch"], entry["tensorrt_version"]) == ("fp16", 2, "10.9.0")
     assert entry["profile"]["max"] == [2, 1, 64, 64, 64] and entry["compute_capability"] == "7.5"
     assert entry["built_from"]["instance_norm"] == "onnx InstanceNormalization"
-    assert calls["parsed"].endswith("model.onnx") and ".tensorrt-source" in calls["parsed"]
+    assert calls["parsed"].endswith("model.onnx") and ".native-norm-source" in calls["parsed"]
     trt_parity = manifest["parity"]["tensorrt"]
     assert trt_parity["passed"] and trt_parity["data"]["mean_abs_hu_in_mask"] == pytest.approx(0.5, abs=0.05)
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "model.onnx.data", "model.plan"]

@@ -301,7 +301,7 @@ def test_container_missing_mask_falls_back_with_warning(tmp_path: Path, package:
     fallback, normal = results["1BA001.mha"], results["1BA002.mha"]
     assert fallback["error_messages"] == [] and len(fallback["warnings"]) == 1
     assert "no body mask" in fallback["warnings"][0] and "computed from the MR" in fallback["warnings"][0]
-    assert set(normal) == {"outputs", "inputs", "error_messages"}  # unchanged grand-challenge entry
+    assert set(normal) == {"outputs", "inputs", "error_messages", "backend"}  # no "warnings" key
     mr = sitk.GetArrayFromImage(image).astype(np.float32)
     auto = sitk.GetArrayFromImage(body_mask_from_mr(image))
     sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "images" / "synthetic-ct" / "1BA001.mha")))
