@@ -622,7 +622,8 @@ def test_tensorrt_package_entry_with_a_stand_in(tmp_path: Path, monkeypatch: pyt
     assert calls["parsed"].endswith("model.onnx") and ".native-norm-source" in calls["parsed"]
     trt_parity = manifest["parity"]["tensorrt"]
     assert trt_parity["passed"] and trt_parity["data"]["mean_abs_hu_in_mask"] == pytest.approx(0.5, abs=0.05)
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "model.onnx.data", "model.plan"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.json", "model.onnx", "model.onnx.data", "model.plan", "model_fp16.onnx"]
     package = load_model_package(out, expected_region="brain")
     assert package.tensorrt_path == out / "model.plan"
     assert ort_session(package.onnx_path).get_inputs()[0].name == "mr"
