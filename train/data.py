@@ -29,6 +29,9 @@ from train.augment import AUGMENT_MARGIN, affine_matrix, crop_margin  # noqa: F4
 from train.config import AugmentConfig, Config
 
 Shape3 = tuple[int, int, int]
+WORKER_START = "forkserver"
+"""How loader workers start: from a clean server process, not by forking this one (a fork of a process holding
+other runtimes' thread pools crashed in the full test suite); cached volumes pickle as memory-map paths."""
 RELEASE_EVERY_PATCHES = 32
 """A loader process drops its resident memory-map pages after this many patches (they stay in the page cache)."""
 
@@ -288,6 +291,7 @@ def make_loader(volumes: Sequence[TrainVolume], specs: Sequence[PatchSpec], conf
         num_workers=workers,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
+        multiprocessing_context=WORKER_START if workers > 0 else None,
     )
 
 
@@ -366,6 +370,7 @@ def make_epoch_loader(volumes: Sequence[TrainVolume], config: Config, *, seed: i
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
         prefetch_factor=data.prefetch_factor if workers > 0 else None, pin_memory=pin_memory,
+        multiprocessing_context=WORKER_START if workers > 0 else None,
     )
 
 
