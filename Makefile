@@ -27,7 +27,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile evaluation/Dockerfile
-	$(PY) -m pytest -q
+	# two processes: the trainer's tests apart from the ones that load ONNX Runtime / OpenVINO / numba / ITK, which
+	# together crashed one pytest process (segfault late in the run; see the closing note of issues 8-11)
+	$(PY) -m pytest -q --ignore-glob='tests/test_train_*.py'
+	$(PY) -m pytest -q tests/test_train_*.py
 
 # The Docker images built and run (tests marked `container`): needs root for the stand-in script (Docker + local
 # python:3.11-slim* base images, no registry needed); without a daemon the tests skip and say how to enable them.
