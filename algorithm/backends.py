@@ -34,9 +34,11 @@ Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "onnxruntime-fp16", "openvino", "openvino-bf16", "tensorrt"]
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "onnxruntime-fp16", "openvino", "openvino-bf16", "tensorrt")
 REFERENCE_BACKEND = "onnxruntime"
-CPU_PREFERENCE = ("openvino-bf16", "onnxruntime", "openvino")
-"""Fastest first, as measured by benchmarks/bench_inference.py on a 2-core AMD EPYC (Zen 4), fs24 brain: OpenVINO bf16
-≈ 2.2× ONNX Runtime tuned, OpenVINO f32 ≈ 1.5× slower than it (so ``openvino`` is used only when asked for)."""
+CPU_PREFERENCE = ("openvino-bf16", "openvino", "onnxruntime")
+"""Fastest first, as measured by benchmarks/bench_inference.py on a quiet 2-core AMD EPYC (Zen 4), fs24 package,
+real-size brain phantom (run 3): OpenVINO bf16 56 s, OpenVINO f32 89 s, ONNX Runtime tuned 106 s (MONAI + PyTorch
+285 s). On the same machine shared with other work (run 2) OpenVINO f32 fell behind ONNX Runtime (197 vs 127 s); the
+order follows the quiet figures, the container's situation."""
 GPU_PREFERENCE = ("tensorrt", "onnxruntime-fp16", "onnxruntime")
 CUDNN_CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 ARENA_MIN_MEMORY_BYTES = 3 << 30

@@ -186,6 +186,53 @@ def _print(case: str, results: list[dict], default: str | None) -> None:
                                                                       "ONNX Runtime fp32") + ")")
 
 
+def _picture(case: str, results: list[dict], default: str | None, files: dict[str, Path], path: Path) -> None:
+    """Seconds per path (bars, ×MONAI written on them) and, on the middle axial slice, the default path's sCT and its
+    |Δ HU| against the fp32 reference inside the body mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    ok = [r for r in results if "error" not in r]
+    baseline = next((r for r in ok if r["path"] == "monai"), None)
+    by_path = {r["path"]: r for r in ok}
+    reference = baseline or by_path.get("onnxruntime") or by_path.get("ort-before")  # as main() compares
+    chosen = next((r for r in ok if r["path"] == default), None)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.5, 1, 1]})
+    names = [r["path"] for r in ok][::-1]
+    seconds = [r["predict_s"] for r in ok][::-1]
+    bars = axes[0].barh(names, seconds, color=["tab:orange" if n == default else "tab:blue" for n in names])
+    for bar, r in zip(bars, ok[::-1], strict=True):
+        digits = 0 if r["predict_s"] >= 10 else 1
+        speedup = f", {baseline['predict_s'] / r['predict_s']:.1f}×" if baseline else ""
+        label = f" {r['predict_s']:.{digits}f} s{speedup}"
+        axes[0].text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=9)
+    axes[0].set_xlabel("seconds (windows + blending)")
+    axes[0].set_xlim(0, max(seconds) * 1.3)
+    axes[0].set_title(f"{case}: {ok[0].get('windows', '?')} windows (load at the end {_load()})")
+    if chosen is not None and reference is not None:
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(files["mask"]))) > 0
+        z = int(np.flatnonzero(mask.any(axis=(1, 2))).mean())
+        sct = sitk.GetArrayFromImage(sitk.ReadImage(chosen["sct"]))[z].astype(np.float32)
+        expected = sitk.GetArrayFromImage(sitk.ReadImage(reference["sct"]))[z].astype(np.float32)
+        axes[1].imshow(sct, cmap="gray", vmin=-1000, vmax=1500)
+        axes[1].set_title(f"{default} sCT, slice z={z} (HU −1000…1500)")
+        delta = np.where(mask[z], np.abs(sct - expected), np.nan)
+        shown = axes[2].imshow(delta, cmap="magma", vmin=0, vmax=20)
+        axes[2].set_title(f"|Δ| vs {reference['path']} fp32 (mean {chosen.get('mean_abs_hu', float('nan')):.2f} HU)")
+        figure.colorbar(shown, ax=axes[2], label="HU", fraction=0.046)
+        for axis in axes[1:]:
+            axis.set_axis_off()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial.png")
+    figure.savefig(partial, dpi=110)
+    plt.close(figure)
+    os.replace(partial, path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model package folder (default: analytic model)")
@@ -199,6 +246,8 @@ def main() -> int:
                         help="device of the algorithm's paths (cuda: with --paths onnxruntime,onnxruntime-fp16)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="also draw the brain case here (PNG): seconds per path, the default sCT and its |Δ|")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--mr", help=argparse.SUPPRESS)
     parser.add_argument("--mask", help=argparse.SUPPRESS)
@@ -252,6 +301,9 @@ def main() -> int:
             for result in ok.values():
                 _compare(result, Path(reference["sct"]) if reference else None, files)
             _print(case, results, default_path)
+            if args.picture is not None and case == "brain":
+                _picture(case, results, default_path, files, args.picture)
+                print(f"picture: {args.picture}")
             everything[case] = results
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1), encoding="utf-8")

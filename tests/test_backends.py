@@ -151,16 +151,16 @@ def test_accuracy_not_measured_or_failed_means_fp32(analytic: Path, tmp_path: Pa
     mixed = load_model_package(_with_records(analytic, tmp_path / "mixed", {
         "openvino": PASSED, "openvino-bf16": FAILED, "onnxruntime-fp16": NOT_MEASURED}))
     chosen, skipped = candidate_backends(mixed, "cpu", bf16=True, cuda=False, installed=ALL_INSTALLED)
-    assert chosen == ["onnxruntime", "openvino"] and "outside the accuracy bound" in skipped["openvino-bf16"]
+    assert chosen == ["openvino", "onnxruntime"] and "outside the accuracy bound" in skipped["openvino-bf16"]
 
 
 def test_cpu_features_decide_bf16(analytic: Path, tmp_path: Path) -> None:
     package = load_model_package(_with_records(analytic, tmp_path / "ok", {"openvino": PASSED,
                                                                           "openvino-bf16": PASSED}))
     chosen, _ = candidate_backends(package, "auto", bf16=True, cuda=False, installed=ALL_INSTALLED)
-    assert chosen == ["openvino-bf16", "onnxruntime", "openvino"]
+    assert chosen == ["openvino-bf16", "openvino", "onnxruntime"]
     chosen, skipped = candidate_backends(package, "auto", bf16=False, cuda=False, installed=ALL_INSTALLED)
-    assert chosen == ["onnxruntime", "openvino"] and "no native bf16" in skipped["openvino-bf16"]
+    assert chosen == ["openvino", "onnxruntime"] and "no native bf16" in skipped["openvino-bf16"]
     chosen, skipped = candidate_backends(package, "cpu", bf16=True, cuda=False,
                                          installed={"openvino": False, "tensorrt": False})
     assert chosen == ["onnxruntime"] and "not installed" in skipped["openvino"]
