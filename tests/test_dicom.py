@@ -332,6 +332,7 @@ def write_rtstruct(path: Path, frame_uid: str | None = None) -> Path:
     dataset.SeriesInstanceUID = generate_uid()
     dataset.StructureSetLabel = "BODY"
     dataset.FrameOfReferenceUID = frame_uid or generate_uid()
+    path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)
     return path
 

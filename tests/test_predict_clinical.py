@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from test_dicom import write_rtstruct
 
 from algorithm.analytic import build_analytic_package, expected_hu
 from algorithm.container import run_container
@@ -197,24 +198,6 @@ def test_dicom_folders_with_given_masks_paired_by_folder_name(tmp_path: Path, pa
 
 
 # ---------------------------------------------------------------- bad input, each a per-case error
-
-
-def write_rtstruct(path: Path) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "RTSTRUCT"
-    dataset.SeriesInstanceUID = generate_uid()
-    dataset.StructureSetLabel = "BODY"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_as(path, enforce_file_format=True)
 
 
 def test_bad_dicom_cases_fail_one_by_one_while_others_run(tmp_path: Path, package: Path) -> None:
