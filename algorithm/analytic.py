@@ -2,7 +2,12 @@
 
 For tests, benchmarks and container smoke runs: the output of the whole pipeline is known in closed form
 (:func:`expected_hu`), so the algorithm's plumbing (I/O, normalisation, sliding window, HU, mask) can be checked
-exactly. Needs the ``onnx`` package (``export`` extra), imported only when a package is built.
+exactly. A voxel-wise model does not depend on the voxel spacing, so its package declares an orientation and no
+training spacing (never resampled). With ``kernel`` the MR is first convolved with a small 3-D kernel (z, y, x):
+the output then depends on the orientation (which patient axis is which), on flips (an asymmetric kernel) and on
+the spacing (the kernel spans voxels, not mm) — the stand-in for a trained network in the geometry
+tests; such a package records a training spacing. Needs the ``onnx`` package (``export`` extra), imported only
+when a package is built.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from synthct.geometry import CANONICAL_ORIENTATION, NetworkGeometry
 from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN, denormalise_ct, finalise_sct, normalise_mr
 from synthct.model_package import file_entry, write_manifest
 
@@ -24,10 +30,16 @@ def build_analytic_package(
     patch_size: tuple[int, int, int] = (64, 64, 64),
     fixed_batch: int | None = None,
     mr_rule: str = "max",
+    kernel: np.ndarray | None = None,
+    spacing_zyx_mm: tuple[float, float, float] | None = None,
+    geometry: bool = True,
 ) -> Path:
     """Write ``model.onnx`` (input "mr" (N, 1, *patch), output "sct") and a verified ``model.json``; returns the dir.
 
-    ``fixed_batch`` makes the batch axis static (to exercise batch splitting); default: dynamic N.
+    ``fixed_batch`` makes the batch axis static (to exercise batch splitting); default: dynamic N. ``kernel``:
+    a convolution kernel (z, y, x; odd sizes) applied before the voxel-wise map (zero padding). ``geometry``
+    False writes a package without the geometry record (as exported before synthct recorded it);
+    ``spacing_zyx_mm`` is the training spacing it records (None: spacing-independent, never resampled).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -36,19 +48,30 @@ def build_analytic_package(
     directory.mkdir(parents=True, exist_ok=True)
     batch: int | str = fixed_batch if fixed_batch else "N"
     shape = [batch, 1, *patch_size]
+    nodes = [
+        helper.make_node("Mul", ["mr", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "shift"], ["shifted"]),
+        helper.make_node("Tanh", ["shifted"], ["sct"]),
+    ]
+    initializer = [
+        helper.make_tensor("scale", TensorProto.FLOAT, [], [float(scale)]),
+        helper.make_tensor("shift", TensorProto.FLOAT, [], [float(shift)]),
+    ]
+    if kernel is not None:
+        weights = np.asarray(kernel, dtype=np.float32)
+        if weights.ndim != 3 or any(n % 2 != 1 for n in weights.shape):
+            raise ValueError(f"kernel needs 3 odd sizes (z, y, x), got shape {weights.shape}")
+        half = [n // 2 for n in weights.shape]
+        nodes.insert(0, helper.make_node("Conv", ["mr", "kernel"], ["blurred"], pads=half + half))
+        nodes[1] = helper.make_node("Mul", ["blurred", "scale"], ["scaled"])
+        initializer.append(helper.make_tensor("kernel", TensorProto.FLOAT, [1, 1, *weights.shape],
+                                              weights.ravel().tolist()))
     graph = helper.make_graph(
-        [
-            helper.make_node("Mul", ["mr", "scale"], ["scaled"]),
-            helper.make_node("Add", ["scaled", "shift"], ["shifted"]),
-            helper.make_node("Tanh", ["shifted"], ["sct"]),
-        ],
+        nodes,
         "analytic_sct",
         [helper.make_tensor_value_info("mr", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("sct", TensorProto.FLOAT, shape)],
-        initializer=[
-            helper.make_tensor("scale", TensorProto.FLOAT, [], [float(scale)]),
-            helper.make_tensor("shift", TensorProto.FLOAT, [], [float(shift)]),
-        ],
+        initializer=initializer,
     )
     opset = 17
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="synthct")
@@ -72,9 +95,13 @@ def build_analytic_package(
         "onnx": {**file_entry(onnx_path), "opset": opset, "external_data": None},
         "tensorrt": None,
         "versions": {"onnx": onnx.__version__},
-        "training": {"config": {"analytic": {"scale": scale, "shift": shift}}, "metrics": {}, "epoch": 0, "step": 0},
+        "training": {"config": {"analytic": {"scale": scale, "shift": shift,
+                                             "kernel_zyx": None if kernel is None else np.asarray(kernel).tolist()}},
+                     "metrics": {}, "epoch": 0, "step": 0},
         "parity": {},
     }
+    if geometry:
+        manifest["geometry"] = NetworkGeometry(CANONICAL_ORIENTATION, spacing_zyx_mm).to_dict()
     write_manifest(directory, manifest)
     return directory
 

@@ -3,9 +3,13 @@
 Pairing is by case id (file name without its image suffix), never by sort order. One exception: a folder pair
 holding exactly one MR and one mask is paired whatever the names (grand-challenge may name inputs by UUID).
 
-``synthct predict`` also takes DICOM (SPEC §9): ``--mr`` may be a DICOM series folder (one case, id = folder name,
-files with any names) or a folder whose sub-folders are DICOM series (one case each, id = sub-folder name), beside
-image files. Without ``--mask`` every case gets the automatic body mask (:mod:`synthct.body_mask`).
+``synthct predict`` also takes DICOM (SPEC §9, §12): ``--mr`` may be a series folder, a study folder (all series in
+one folder), a tree of series folders (``PATIENT/STUDY/SERIES``), a DICOMDIR file or the folder holding one (CD/USB
+export), the ``PT*/ST*/SE*`` tree without its DICOMDIR, or a folder whose sub-folders are separate cases, beside image
+files directly in it (one case each). DICOM files are grouped into cases by StudyInstanceUID, the planning MR of a
+case is chosen by a documented rule (``--series``: UID, SeriesNumber or description text) and the case id is the
+case folder's name or ``<PatientID>_<SeriesNumber>``: see :mod:`synthct.dicom.study`. Without ``--mask`` every case
+gets the automatic body mask (:mod:`synthct.body_mask`).
 
 Region (which model): ``/input/region.json`` (a bare JSON string, e.g. ``"Head and Neck"``) when present; else the
 only installed model; else the SynthRAD case-id prefix (``1B…``/``2B…`` brain, ``1P…``/``2P…`` pelvis,
@@ -20,9 +24,13 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synthct.io import IMAGE_SUFFIXES, is_image_path, strip_image_suffix
 from synthct.model_package import MANIFEST_NAME, REGIONS
+
+if TYPE_CHECKING:
+    from synthct.dicom.study import DicomStudy
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +58,9 @@ class RegionError(ValueError):
 class CaseFiles:
     """One case's inputs; ``problem`` is set when the case cannot run (e.g. no mask).
 
-    ``mask`` None with ``auto_mask`` True: the body mask is computed from the MR. ``dicom``: ``mr`` is a DICOM series
-    folder (``series_uid`` picks one series when the folder holds several).
+    ``mask`` None with ``auto_mask`` True: the body mask is computed from the MR. ``dicom``: ``mr`` is the case's DICOM
+    folder or DICOMDIR; ``study`` its scanned content (None: scan ``mr`` when read); ``series_uid`` the ``--series``
+    selector (a SeriesInstanceUID, SeriesNumber or SeriesDescription text; None: the documented automatic choice).
     """
 
     case_id: str
@@ -62,6 +71,7 @@ class CaseFiles:
     dicom: bool = False
     series_uid: str | None = None
     warning: str | None = None
+    study: DicomStudy | None = None
 
 
 def canonical_region(name: str) -> str:
@@ -196,33 +206,39 @@ def pair_cases(mr_paths: list[Path], mask_paths: list[Path], missing_mask: str =
 
 
 def collect_cases(mr: Path, mask: Path | None, series_uid: str | None = None) -> list[CaseFiles]:
-    """Cases for ``synthct predict``: ``mr`` an image file, a DICOM series folder, or a folder of image files and/or
-    DICOM series folders; ``mask`` a file (one case), a folder (paired by case id) or None (automatic masks).
+    """Cases for ``synthct predict``: ``mr`` an image file, a DICOMDIR file, or a folder (image files directly in it,
+    DICOM anywhere below it: see the module docstring); ``mask`` a file (one case), a folder (paired by case id) or
+    None (automatic masks).
 
-    ``series_uid`` is passed to every DICOM case (it selects a series in a folder holding several).
+    ``series_uid`` (``--series``) is passed to every DICOM case. The DICOM headers are read here, once; the chosen
+    series' pixels when the case runs.
     """
-    from synthct.dicom import contains_dicom, is_dicom_file
+    from synthct.dicom import discover_cases, is_dicom_file
+    from synthct.dicom.scan import is_dicomdir
 
     if not mr.exists():
         raise FileNotFoundError(f"--mr {mr}: not found")
     if mask is not None and not mask.exists():
         raise FileNotFoundError(f"--mask {mask}: not found")
-    if mr.is_file():
+    dicom_cases = []
+    if mr.is_file() and not mr.name.lower().endswith(IMAGE_SUFFIXES) and is_dicomdir(mr):
+        dicom_cases = discover_cases(mr, series_uid)
+        mr_cases = []
+    elif mr.is_file():
         if mask is not None and not mask.is_file():
             raise FileNotFoundError(f"--mr {mr} is a file, so --mask {mask} must be a file too")
         if not mr.name.lower().endswith(IMAGE_SUFFIXES) and is_dicom_file(mr):
             raise FileNotFoundError(f"--mr {mr} is one DICOM file: give the folder holding its series ({mr.parent})")
         return [CaseFiles(strip_image_suffix(mr.name), mr, mask, auto_mask=mask is None)]
-    if contains_dicom(mr):
-        mr_cases = [CaseFiles(mr.name, mr, None, dicom=True, series_uid=series_uid)]
     else:
         mr_cases = [CaseFiles(strip_image_suffix(p.name), p, None) for p in list_images(mr)]
+        dicom_cases = discover_cases(mr, series_uid)
+        used = [folder for case in dicom_cases for folder in case.study.folders]
         for folder in sorted(p for p in mr.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if contains_dicom(folder):
-                mr_cases.append(CaseFiles(folder.name, folder, None, dicom=True, series_uid=series_uid))
-            else:
-                log.warning("%s: no DICOM file directly inside; ignored (give each series folder, or their parent)",
-                            folder)
+            if not any(f == folder or folder in f.parents for f in used):
+                log.warning("%s: no DICOM file inside; ignored", folder)
+    mr_cases += [CaseFiles(case.case_id, case.study.root, None, dicom=True, series_uid=series_uid, study=case.study)
+                 for case in dicom_cases]
     if mask is None:
         return [replace(case, auto_mask=True) for case in _unique_ids(mr_cases)]
     if mask.is_file():

@@ -4,10 +4,13 @@
     synthct predict --mr mri/ --mask body/ --model models/ --region pelvis --out out/
     synthct predict --mr DICOM_SERIES_FOLDER --model models/brain --out out/ --dicom-out
 
-``--mr``: an image file, a folder of image files, a DICOM series folder (any file names; case id = folder name) or a
-folder of DICOM series folders. Without ``--mask`` the body mask is computed from the MR (``OUT/body/<case id>.mha``).
+``--mr``: an image file, a folder of image files, or DICOM as exported: a series or study folder, a tree of series
+folders, a DICOMDIR (or its folder), or a folder of such cases (see :mod:`synthct.dicom.study` for the grouping into
+cases, the planning-MR choice and the case ids; ``--series`` picks a series by UID, number or description).
+Without ``--mask`` the body mask is computed from the MR (``OUT/body/<case id>.mha``).
 Writes ``OUT/<case id>.mha`` (int16 HU, MR geometry), ``OUT/results.json``, ``OUT/qa/`` (unless ``--no-qa``) and,
-with ``--dicom-out``, ``OUT/dicom/<case id>/`` (CT Image Storage series). Exit status 1 if any case failed.
+with ``--dicom-out``, ``OUT/dicom/<case id>/`` (CT Image Storage series; from a sagittal, coronal or oblique MR on a
+transverse grid unless ``--ct-grid mr``, see :mod:`synthct.dicom.transverse`). Exit status 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -24,14 +27,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION
 
     parser.add_argument("--mr", type=Path, required=True,
-                        help="MR image file, DICOM series folder, or a folder of MR images / DICOM series folders")
+                        help="MR image file, folder of MR images, or DICOM: series/study folder, tree of series "
+                             "folders, DICOMDIR (or its folder), or a folder of such cases")
     parser.add_argument("--mask", type=Path, default=None,
                         help="body mask file, or a folder (paired by case id); default: automatic body mask from "
                              "the MR, written to OUT/body/<case id>.mha")
-    parser.add_argument("--series", default=None, metavar="UID",
-                        help="SeriesInstanceUID to read when a DICOM folder holds several image series")
+    parser.add_argument("--series", default=None, metavar="UID|NUMBER|TEXT",
+                        help="the DICOM series to read when a case holds several 3-D MR series: its "
+                             "SeriesInstanceUID, its SeriesNumber, or part of its SeriesDescription (any case); "
+                             "default: the only 3-D MR series (localizers, other modalities and non-image objects "
+                             "are skipped)")
     parser.add_argument("--dicom-out", action="store_true",
                         help="also write each sCT as a DICOM CT series into OUT/dicom/<case id>/")
+    parser.add_argument("--ct-grid", choices=("transverse", "mr"), default="transverse",
+                        help="DICOM CT grid when the MR's slices are more than 10° from transverse (sagittal, "
+                             "coronal, oblique): transverse (default: axis-aligned, covering the body + 10 mm, "
+                             "linear in HU) or mr (the MR's own grid). A transverse MR always keeps its grid")
+    parser.add_argument("--ct-slice-mm", type=float, default=None, metavar="MM",
+                        help="slice spacing of a transverse DICOM CT grid (default: the MR's finest spacing, at "
+                             "least 1 mm)")
+    parser.add_argument("--resample", choices=("auto", "never"), default=os.environ.get("SYNTHCT_RESAMPLE") or "auto",
+                        help="auto (default): bring the MR to the model's training spacing when an axis differs by "
+                             "more than the package's tolerance (the sCT is mapped back onto the MR's grid); never: "
+                             "only reorient (axis permutation/flip). Default from SYNTHCT_RESAMPLE")
     parser.add_argument("--no-qa", action="store_true", help="no QA page (OUT/qa/<case id>.png, OUT/qa/index.html)")
     parser.add_argument("--mask-threshold", type=float, default=None, metavar="T",
                         help="automatic body mask: threshold at p2.5 + T·(p97.5 − p2.5) of the MR (default "
@@ -64,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         log.error("--batch-size must be at least 1")
         return 2
+    if args.ct_slice_mm is not None and not 0.0 < args.ct_slice_mm < float("inf"):
+        log.error("--ct-slice-mm must be a positive number of mm, got %g", args.ct_slice_mm)
+        return 2
+    if args.ct_slice_mm is not None and (not args.dicom_out or args.ct_grid == "mr"):
+        log.warning("--ct-slice-mm %g has no effect without --dicom-out and --ct-grid transverse", args.ct_slice_mm)
     threshold = DEFAULT_THRESHOLD_FRACTION if args.mask_threshold is None else args.mask_threshold
     if not 0.0 < threshold < 1.0:
         log.error("--mask-threshold must be between 0 and 1, got %g", threshold)
@@ -84,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     registry = ModelRegistry(packages, args.backend, args.device, args.threads)
     extra = ExtraOutputs(body_dir=args.out / "body", dicom_dir=args.out / "dicom" if args.dicom_out else None,
-                         qa_dir=None if args.no_qa else args.out / "qa", threshold_fraction=threshold)
+                         qa_dir=None if args.no_qa else args.out / "qa", threshold_fraction=threshold,
+                         ct_grid=args.ct_grid, ct_slice_mm=args.ct_slice_mm)
     entries, failed = run_cases(cases, registry, args.out, region, None, args.batch_size, not args.no_progress,
-                                extra)
+                                extra, args.resample)
     write_json_atomic(args.out / "results.json", entries)
     log.info("%d of %d case(s) written to %s", len(cases) - failed, len(cases), args.out)
     return 1 if failed else 0

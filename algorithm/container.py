@@ -9,7 +9,8 @@ every case succeeded, 1 when any case failed, 2 when nothing could run.
 Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_MODELS``
 (/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|openvino|…),
 ``SYNTHCT_DEVICE`` (auto|cpu|cuda), ``SYNTHCT_BATCH_SIZE`` (4), ``SYNTHCT_THREADS`` (ONNX Runtime threads),
-``SYNTHCT_PROGRESS`` (1/0: progress bar).
+``SYNTHCT_PROGRESS`` (1/0: progress bar), ``SYNTHCT_RESAMPLE`` (auto|never: bring the MR to the model's training
+spacing, see :mod:`synthct.geometry`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from algorithm.backends import BACKENDS
 from algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
 from algorithm.runner import ModelRegistry, run_cases
 from synthct.atomic import write_json_atomic
+from synthct.geometry import RESAMPLE_MODES
 
 log = logging.getLogger("algorithm")
 
@@ -63,6 +65,7 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
         device = _env_choice(env, "SYNTHCT_DEVICE", ("auto", "cpu", "cuda"))
         batch_size = _env_int(env, "SYNTHCT_BATCH_SIZE", 4) or 4
         threads = _env_int(env, "SYNTHCT_THREADS", None)
+        resample = _env_choice(env, "SYNTHCT_RESAMPLE", RESAMPLE_MODES)
     except ValueError as exc:
         log.error("%s", exc)
         write_json_atomic(results_path, [])
@@ -96,7 +99,8 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
         return EXIT_CASE_FAILED
 
     registry = ModelRegistry(packages, backend, device, threads)  # type: ignore[arg-type]
-    entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress)
+    entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress,
+                                resample=resample)  # type: ignore[arg-type]  # checked by _env_choice
     write_json_atomic(results_path, entries)
     log.info("%d of %d case(s) written to %s; results in %s", len(cases) - failed, len(cases), images_out,
              results_path)

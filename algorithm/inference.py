@@ -1,4 +1,7 @@
-"""One case: MR + body mask → synthetic CT (int16 HU, MR geometry), SPEC §2 and §4.
+"""One case: MR + body mask → synthetic CT (int16 HU, MR geometry), SPEC §2, §4 and §12.
+
+The network sees the MR in its training geometry (orientation, spacing: :mod:`synthct.geometry`); the sCT is
+returned on the MR's own grid.
 
 Memory: for an N-voxel MR the peak is about 6 float32 volumes (normalised MR, two blending accumulators, their
 temporaries) — a 512×512×160 pelvis (42 M voxels) stays near 1 GB. No float64 copies are made.
@@ -8,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from synthct.intensity import denormalise_ct, finalise_sct, normalise_mr
+from synthct.geometry import ResampleMode, to_mr_grid, to_network_grid
+from synthct.intensity import BACKGROUND_HU, denormalise_ct, finalise_sct, normalise_mr
 from synthct.io import ImageError, array_to_image, check_same_geometry
 from synthct.model_package import ModelPackage
 from synthct.sliding_window import sliding_window_predict
@@ -44,17 +49,40 @@ def predict_sct(
     predictor: Callable[[np.ndarray], np.ndarray],
     batch_size: int = 4,
     progress: bool = True,
+    resample: ResampleMode = "auto",
 ) -> sitk.Image:
-    """Synthetic CT for one MR: normalise (package's rule), blended 64³ sliding window, HU, -1000 outside the mask.
+    """Synthetic CT for one MR (see :func:`predict_case`, which also says what was done to the geometry)."""
+    return predict_case(mr_image, mask_image, package, predictor, batch_size, progress, resample)[0]
 
-    Returns an int16 image with the MR's size, spacing, origin and direction. Windows without a mask voxel are not
-    computed. Raises :class:`ImageError` for unusable inputs (see :func:`check_inputs`).
+
+def predict_case(
+    mr_image: sitk.Image,
+    mask_image: sitk.Image,
+    package: ModelPackage,
+    predictor: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 4,
+    progress: bool = True,
+    resample: ResampleMode = "auto",
+    slice_thickness_mm: float | None = None,
+    name: str = "MR",
+) -> tuple[sitk.Image, dict[str, Any]]:
+    """Synthetic CT for one MR, and the record of the geometry the network saw.
+
+    The MR and mask are brought to the package's training geometry (:mod:`synthct.geometry`: axis permutation and
+    flips to its orientation; resampling to its spacing when an axis differs by more than its tolerance, unless
+    ``resample`` is "never"), normalised (package's rule), predicted with the blended sliding window, turned into
+    HU, mapped back onto the MR's own grid, and set to -1000 HU outside the MR's mask. Returns an int16 image with
+    the MR's size, spacing, origin and direction. Windows without a mask voxel are not computed. Raises
+    :class:`ImageError` for unusable inputs (see :func:`check_inputs`), :class:`GeometryError` for an MR that
+    cannot be resampled.
     """
-    check_inputs(mr_image, mask_image)
-    mask = sitk.GetArrayViewFromImage(mask_image) > 0  # bool (z, y, x)
-    normalised = normalise_mr(
-        sitk.GetArrayViewFromImage(mr_image), mask, package.mr_rule, package.mr_percentile  # type: ignore[arg-type]
-    )
+    check_inputs(mr_image, mask_image, name)
+    grid = to_network_grid(mr_image, mask_image, package.geometry, resample, slice_thickness_mm, name)
+    mask = sitk.GetArrayViewFromImage(grid.mask) > 0  # bool (z, y, x) on the network's grid
+    if not mask.any():
+        raise ImageError(f"{name}: the body mask is empty on the model's grid (resampled to "
+                         f"{grid.record.get('training_spacing_zyx_mm')} mm)")
+    normalised = normalise_mr(sitk.GetArrayViewFromImage(grid.mr), mask, package.mr_rule, package.mr_percentile)
     manifest = package.manifest
     sct_normalised = sliding_window_predict(
         normalised,
@@ -69,9 +97,10 @@ def predict_sct(
         fill_value=-1.0,
         progress=progress,
     )
-    del normalised
-    hu = denormalise_ct(sct_normalised)
-    del sct_normalised
-    sct = finalise_sct(hu, mask)
+    del normalised, mask
+    hu = to_mr_grid(denormalise_ct(sct_normalised), grid, mr_image, float(BACKGROUND_HU))
+    record = grid.record
+    del sct_normalised, grid
+    sct = finalise_sct(hu, sitk.GetArrayViewFromImage(mask_image) > 0)
     del hu
-    return array_to_image(sct, mr_image)
+    return array_to_image(sct, mr_image), record

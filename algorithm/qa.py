@@ -204,7 +204,9 @@ def write_qa_index(rows: list[dict[str, Any]], qa_dir: Path) -> Path:
         figures = (f'{html.escape(row["region"])}, {"automatic" if row["auto_mask"] else "given"} mask<br>'
                    f'{html.escape(row["size"])} voxels, {html.escape(row["spacing_mm"])} mm<br>'
                    f'mean {row["mean_hu"]:g} HU<br>bone (&gt;{BONE_HU:g} HU) {100 * row["bone_fraction"]:.1f} %<br>'
-                   f'air in core {100 * row["air_fraction_core"]:.1f} %')
+                   f'air in core {100 * row["air_fraction_core"]:.1f} %'
+                   + (f'<br><span class="geometry">network grid: {html.escape(row["geometry"])}</span>'
+                      if row.get("geometry") else ""))
         lines.append(f'<tr><td>{case}</td><td><a href="{picture}"><img src="{picture}" alt="{case}" '
                      f'width="360"></a></td><td>{_histogram_svg(row["histogram"])}</td><td>{figures}</td>'
                      f"<td>{flag_html}</td></tr>")

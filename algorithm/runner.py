@@ -19,9 +19,10 @@ import SimpleITK as sitk
 
 from algorithm.backends import Backend, Device, Predictor, make_predictor
 from algorithm.cases import CaseFiles, RegionError, resolve_region
-from algorithm.inference import check_inputs, predict_sct
+from algorithm.inference import check_inputs, predict_case
 from algorithm.qa import qa_case, write_qa_index
 from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION, body_mask_from_mr
+from synthct.geometry import ResampleMode
 from synthct.io import read_image, write_image
 from synthct.model_package import ModelPackage, load_model_package
 
@@ -77,6 +78,11 @@ class ExtraOutputs:
     """``<case id>.png`` and ``index.html`` (``OUT/qa``)."""
     threshold_fraction: float = DEFAULT_THRESHOLD_FRACTION
     """Automatic body mask threshold ``t`` (see :mod:`synthct.body_mask`)."""
+    ct_grid: str = "transverse"
+    """DICOM CT grid for an MR whose slices are not transverse: ``transverse`` (axis-aligned, resampled) or ``mr``
+    (the MR's own); a transverse MR always keeps its grid (:mod:`synthct.dicom.transverse`)."""
+    ct_slice_mm: float | None = None
+    """Slice spacing (mm) of a transverse DICOM CT grid; None: the MR's finest spacing, at least 1 mm."""
 
 
 @dataclass
@@ -86,16 +92,18 @@ class LoadedMR:
     image: sitk.Image
     identity: dict[str, str] | None
     notes: list[str]
+    slice_thickness_mm: float | None = None
+    """DICOM SliceThickness (mm) when known: a stack with gaps wider than its slices is not resampled."""
 
 
 def load_mr(case: CaseFiles) -> LoadedMR:
-    """Read the case's MR: an image file, or a DICOM series folder (``case.series_uid`` picks a series)."""
+    """Read the case's MR: an image file, or the planning MR of a DICOM case (``case.series_uid``: ``--series``)."""
     if not case.dicom:
         return LoadedMR(read_image(case.mr), None, [])
     from synthct.dicom import read_dicom_series
 
-    volume = read_dicom_series(case.mr, case.series_uid)
-    return LoadedMR(volume.image, dict(volume.identity), list(volume.notes))
+    volume = read_dicom_series(case.study or case.mr, case.series_uid, modality="MR")
+    return LoadedMR(volume.image, dict(volume.identity), list(volume.notes), volume.slice_thickness_mm)
 
 
 def model_label(package: ModelPackage) -> tuple[str, str]:
@@ -115,6 +123,7 @@ def run_cases(
     batch_size: int = 4,
     progress: bool = True,
     extra: ExtraOutputs | None = None,
+    resample: ResampleMode = "auto",
 ) -> tuple[list[dict[str, Any]], int]:
     """Predict every case into ``output_dir/<case id>.mha``; returns (results.json entries, number failed).
 
@@ -157,23 +166,37 @@ def run_cases(
                          extra.threshold_fraction, int(np.count_nonzero(sitk.GetArrayViewFromImage(mask_image))),
                          f" written to {mask_path}" if mask_path else "")
             check_inputs(mr.image, mask_image, str(case.mr), str(case.mask or "automatic body mask"))
-            sct = predict_sct(mr.image, mask_image, package, predictor, batch_size=batch_size, progress=progress)
+            sct, geometry = predict_case(mr.image, mask_image, package, predictor, batch_size, progress, resample,
+                                         mr.slice_thickness_mm, str(case.mr))
+            entry["geometry"] = geometry
+            if not geometry["checked"]:
+                warnings.append(geometry["summary"])
+                log.warning("[%d/%d] %s: %s", index, len(cases), case.case_id, geometry["summary"])
+            else:
+                log.info("[%d/%d] %s: %s", index, len(cases), case.case_id, geometry["summary"])
             target = write_image(sct, output_dir / f"{case.case_id}.mha")
             entry["outputs"].append({"type": "metaio_image", "filename": str(target)})
             if mask_path is not None:
                 entry["outputs"].append({"type": "metaio_image", "filename": str(mask_path)})
             if extra.dicom_dir is not None:
                 from synthct.dicom import write_ct_series
+                from synthct.dicom.transverse import dicom_ct_grid
 
                 name, sha256 = model_label(package)
                 identity = mr.identity if mr.identity is not None else _BODY_PART.get(region)
-                files = write_ct_series(sct, extra.dicom_dir / case.case_id, identity=identity, model_name=name,
-                                        model_sha256=sha256)
+                ct_grid = dicom_ct_grid(sct, mask_image, extra.ct_grid, extra.ct_slice_mm)
+                files = write_ct_series(ct_grid.image, extra.dicom_dir / case.case_id, identity=identity,
+                                        model_name=name, model_sha256=sha256)
+                entry["dicom_ct_grid"] = ct_grid.record
                 entry["outputs"].append({"type": "dicom_series", "filename": str(extra.dicom_dir / case.case_id)})
-                log.info("[%d/%d] %s: DICOM CT series, %d files in %s", index, len(cases), case.case_id, len(files),
-                         extra.dicom_dir / case.case_id)
+                grid = ct_grid.record
+                log.info("[%d/%d] %s: DICOM CT series, %d files in %s: %s grid (%s), %s voxels at %s mm; %s", index,
+                         len(cases), case.case_id, len(files), extra.dicom_dir / case.case_id, grid["grid"],
+                         grid["plane"], "×".join(map(str, grid["size"])),
+                         "×".join(f"{s:g}" for s in grid["spacing_mm"]), grid["reason"])
+                del ct_grid
             if extra.qa_dir is not None:
-                qa_rows.append(_qa_row(case, region, mr.image, sct, mask_image, extra.qa_dir, warnings))
+                qa_rows.append(_qa_row(case, region, mr.image, sct, mask_image, extra.qa_dir, warnings, geometry))
             del mr, mask_image, sct
             log.info("[%d/%d] %s: %s (%.1f s)", index, len(cases), case.case_id, target, time.perf_counter() - started)
         except Exception as exc:  # one bad case never stops the others
@@ -198,10 +221,14 @@ def run_cases(
 
 
 def _qa_row(case: CaseFiles, region: str, mr: sitk.Image, sct: sitk.Image, mask: sitk.Image, qa_dir: Path,
-            warnings: list[str]) -> dict[str, Any]:
-    """The case's QA picture and table row; a failure here is a warning, not a failed case."""
+            warnings: list[str], geometry: dict[str, Any]) -> dict[str, Any]:
+    """The case's QA picture and table row (with what was done to the geometry); a failure here is a warning."""
     try:
-        return qa_case(case.case_id, region, mr, sct, mask, qa_dir, auto_mask=case.mask is None)
+        row = qa_case(case.case_id, region, mr, sct, mask, qa_dir, auto_mask=case.mask is None)
+        row["geometry"] = geometry["summary"]
+        if not geometry["checked"]:
+            row["flags"] = [*row.get("flags", []), "orientation and spacing not checked (package without geometry)"]
+        return row
     except Exception as exc:
         message = f"QA picture not made: {exc}"
         warnings.append(message)

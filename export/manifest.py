@@ -70,6 +70,7 @@ def usage(source: ExportSource) -> dict[str, Any]:
         "ct_normalisation": {"hu_min": HU_MIN, "hu_max": HU_MAX},
         "mr_normalisation": {"rule": source.mr_rule, "percentile": source.mr_percentile},
         "background_hu": BACKGROUND_HU,
+        **({"geometry": source.geometry} if source.geometry is not None else {}),
     }
 
 

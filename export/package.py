@@ -204,6 +204,10 @@ def export_package(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
         profile_shapes((64, 64, 64), options.max_batch)  # a bad --max-batch fails before any work
         trt = require_tensorrt()
     source = read_checkpoint(checkpoint)
+    if source.geometry is None:
+        log.warning("%s: the checkpoint records no training geometry (written before synthct recorded it): the "
+                    "package will run on every MR's grid as stored, without orientation/spacing checks; retrain "
+                    "(or resume for a step) to record it", source.path)
     check_destination(out, options.force, source.region)
     out.parent.mkdir(parents=True, exist_ok=True)
     steps = ["export ONNX", "parity", *(["optimise"] if options.optimise else []),

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from export.errors import ExportError
+from synthct.geometry import NetworkGeometry
 from synthct.model_package import REGIONS, sha256_of
 
 
@@ -40,6 +41,8 @@ class ExportSource:
     metrics: dict[str, Any]
     versions: dict[str, Any]
     generator_state: dict[str, torch.Tensor] = field(repr=False)
+    geometry: dict[str, Any] | None = None
+    """The training geometry (:class:`synthct.geometry.NetworkGeometry` record), None for older checkpoints."""
 
 
 def _section(config: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
@@ -110,6 +113,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> ExportSource:
         raise ExportError(f"{where}: generator weights hold NaN/inf values ({', '.join(bad[:5])}"
                           f"{' …' if len(bad) > 5 else ''}): the run diverged")
     settings = settings_from_config(checkpoint["config"], where)
+    geometry = checkpoint.get("geometry")
+    if geometry is not None:
+        try:
+            geometry = NetworkGeometry.from_dict(geometry, f"{where}: geometry").to_dict()
+        except ValueError as exc:
+            raise ExportError(str(exc)) from exc
     metrics = checkpoint.get("metrics") or {}
     versions = checkpoint.get("versions") or {}
     return ExportSource(
@@ -117,7 +126,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> ExportSource:
         epoch=int(checkpoint.get("epoch", 0)), step=int(checkpoint.get("step", 0)),
         metrics=dict(metrics) if isinstance(metrics, Mapping) else {},
         versions=dict(versions) if isinstance(versions, Mapping) else {},
-        generator_state=dict(state), **settings,
+        generator_state=dict(state), geometry=geometry, **settings,
     )
 
 

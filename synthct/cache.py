@@ -10,13 +10,17 @@ Like nnU-Net's preprocessing, the work of reading compressed images, normalising
     CACHE/cases/<ID>/mask.npy        body mask, uint8 in {0, 1}
     CACHE/cases/<ID>/foreground.npy  flat indices of body voxels (int64; evenly strided above a cap)
 
-Arrays are (z, y, x), cropped to the body's bounding box plus ``margin_voxels`` on every side (limited by the
-volume), then padded evenly with air to at least ``min_shape``. The MR is normalised on the whole volume before
-cropping, so cropping does not change its scale.
+Arrays are (z, y, x) in the canonical orientation (:mod:`synthct.geometry`: axes permuted and flipped so that x,
+y, z point to the patient's L, P, S; no interpolation; the source's orientation code is recorded per case, and
+``spacing_mm`` and the crop refer to the canonical axes), cropped to the body's bounding box plus
+``margin_voxels`` on every side (limited by the volume), then padded evenly with air to at least ``min_shape``.
+The MR is normalised on the whole volume before cropping, so cropping does not change its scale.
 
 The manifest records, per case, each source file's path (relative to the dataset root), size and mtime, the crop,
 the MR scale and every array's dtype, shape, byte size and sha256; globally the settings (region, MR rule and
-percentile, margin, minimum shape), the synthct version and a sha256 of its own content. A cache is *stale* for a
+percentile, margin, minimum shape, orientation), the geometry of all its cases (orientation and per-axis median
+spacing; the trainer records the median over its training split in the checkpoint, and ``synthct export`` puts that
+into ``model.json``), the synthct version and a sha256 of its own content. A cache is *stale* for a
 case when a source changed, an array file is missing, truncated or has another header, the settings or the synthct
 version differ, or the manifest was edited (its checksum fails): :func:`prepare_cache` names every such problem and
 rebuilds what it concerns; :func:`open_cache` refuses a stale cache with a :class:`CacheError`. Each array file is
@@ -46,13 +50,21 @@ from tqdm import tqdm
 
 import synthct
 from synthct.atomic import atomic_path, write_json_atomic
-from synthct.dataset import Case, DatasetError, canonical_region, find_cases, load_case
+from synthct.dataset import Case, CaseVolumes, DatasetError, canonical_region, find_cases, load_case
+from synthct.geometry import (
+    CANONICAL_ORIENTATION,
+    NetworkGeometry,
+    canonical_reorientation,
+    orientation_code,
+    training_geometry,
+)
 from synthct.intensity import HU_MIN, mr_scale, normalise_ct
 
 log = logging.getLogger("synthct.cache")
 
 CACHE_FORMAT = "synthct-dataset-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: every case in the canonical orientation (:data:`synthct.geometry.CANONICAL_ORIENTATION`)."""
 MANIFEST_NAME = "manifest.json"
 CASES_FOLDER = "cases"
 DEFAULT_CACHE_FOLDER = ".synthct-cache"
@@ -85,7 +97,8 @@ class CacheSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"region": self.region, "mr_rule": self.mr_rule, "mr_percentile": float(self.mr_percentile),
-                "margin_voxels": int(self.margin_voxels), "min_shape": [int(v) for v in self.min_shape]}
+                "margin_voxels": int(self.margin_voxels), "min_shape": [int(v) for v in self.min_shape],
+                "orientation": CANONICAL_ORIENTATION}
 
     def check(self) -> None:
         """Raise ``ValueError`` for an unknown region or rule, a negative margin or a non-positive shape."""
@@ -111,7 +124,7 @@ def settings_problems(cached: dict[str, Any], wanted: CacheSettings) -> list[str
     """Why a cache built with ``cached`` settings cannot serve ``wanted`` (a larger margin / shape is fine)."""
     problems = []
     want = wanted.to_dict()
-    for key in ("region", "mr_rule", "mr_percentile"):
+    for key in ("region", "mr_rule", "mr_percentile", "orientation"):
         if cached.get(key) != want[key]:
             problems.append(f"settings: {key} is {cached.get(key)!r} in the cache, {want[key]!r} wanted")
     margin = cached.get("margin_voxels")
@@ -159,6 +172,11 @@ class CacheIndex:
     cache_dir: Path
     manifest: dict[str, Any]
     cases: dict[str, CachedCase]
+
+
+def cases_geometry(index: CacheIndex, case_ids: Sequence[str]) -> NetworkGeometry:
+    """The training geometry of ``case_ids``: canonical orientation, per-axis median spacing (z, y, x) mm."""
+    return training_geometry([index.cases[case_id].spacing_mm for case_id in case_ids])
 
 
 def release_pages(array: np.ndarray) -> None:
@@ -341,6 +359,21 @@ def _ct_hu_array(ct: np.ndarray) -> np.ndarray:
     return ct.astype(np.float32, copy=False)
 
 
+def _canonical(volumes: CaseVolumes) -> CaseVolumes:
+    """The case's arrays in the canonical orientation (axis permutation and flips only, no interpolation)."""
+    reorientation = canonical_reorientation(volumes.image)
+    if reorientation.is_identity:
+        return volumes
+    image = reorientation.apply_to_image(volumes.image)
+
+    def apply(array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(reorientation.apply(array))
+
+    x, y, z = image.GetSpacing()
+    return CaseVolumes(volumes.case_id, apply(volumes.mr), None if volumes.ct is None else apply(volumes.ct),
+                       apply(volumes.mask), image, (float(z), float(y), float(x)))
+
+
 def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) -> dict[str, Any]:
     """Read, normalise, crop and write one case; return its manifest entry. Raises :class:`DatasetError` naming
     the case and file for unreadable, mismatched or empty input, ``ValueError`` for a case without CT."""
@@ -348,6 +381,8 @@ def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) 
     volumes = load_case(case)
     if volumes.ct is None:
         raise DatasetError([f"{case.case_id}: no CT: the training cache needs paired MR and CT"])
+    source_orientation = orientation_code(volumes.image.GetDirection())
+    volumes = _canonical(volumes)
     try:
         scale = mr_scale(volumes.mr, volumes.mask, settings.mr_rule, settings.mr_percentile)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -370,6 +405,7 @@ def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) 
     return {
         "region": case.region,
         "sources": sources,
+        "source_orientation": source_orientation,
         "source_shape": [int(s) for s in volumes.mask.shape],
         "spacing_mm": [float(s) for s in volumes.spacing_mm],
         "crop": {"start": list(start), "stop": list(stop), "pad_before": [p[0] for p in pads],
@@ -513,6 +549,9 @@ def _prepare_locked(root: Path, settings: CacheSettings, cache_dir: Path, worker
         raise DatasetError(errors, root)
     order = {case.case_id: index for index, case in enumerate(cases)}
     manifest["cases"] = dict(sorted(manifest["cases"].items(), key=lambda item: order[item[0]]))
+    if manifest["cases"]:
+        manifest["geometry"] = training_geometry([entry["spacing_mm"] for entry in manifest["cases"].values()]
+                                                 ).to_dict()
     _write_manifest(cache_dir, manifest)
     return _index(cache_dir, manifest)
 

@@ -1,8 +1,10 @@
 """The model package: ``model.onnx`` (+ optional fp16 graph, TensorRT engine) described by ``model.json``.
 
-Optional fields: ``onnx_fp16`` (the GPU's fp16 graph, hashed like ``onnx``) and ``backend_accuracy`` (per runtime
-backend, its measured deviation from the fp32 sCT on validation phantoms and whether it held the bound; a backend
-without a passing record is not chosen automatically, see ``algorithm.backends``).
+Optional fields: ``geometry`` (the training orientation and spacing, :class:`synthct.geometry.NetworkGeometry`;
+inference brings every MR to it), ``onnx_fp16`` (the GPU's fp16 graph, hashed like ``onnx``) and
+``backend_accuracy`` (per runtime backend, its measured deviation from the fp32 sCT on validation phantoms and
+whether it held the bound; a backend without a passing record is not chosen automatically, see
+``algorithm.backends``).
 
 ``model.json`` says how to use the network (region, patch size, intensity conventions) and pins the files by
 sha256. :func:`load_model_package` refuses a package whose fields or hashes do not check out, so a wrong or
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from synthct.atomic import write_json_atomic
+from synthct.geometry import NetworkGeometry
 from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN
 
 MANIFEST_NAME = "model.json"
@@ -67,6 +70,13 @@ class ModelPackage:
     @property
     def mr_percentile(self) -> float:
         return float(self.manifest["mr_normalisation"].get("percentile") or 99.5)
+
+    @property
+    def geometry(self) -> NetworkGeometry | None:
+        """The training geometry (orientation, spacing) the network expects; None for packages exported before it
+        was recorded (inference then runs on the MR's grid as stored, with a warning)."""
+        record = self.manifest.get("geometry")
+        return NetworkGeometry.from_dict(record) if record is not None else None
 
     @property
     def onnx_path(self) -> Path:
@@ -160,6 +170,11 @@ def _validate(directory: Path, manifest: Any, check_hashes: bool) -> None:
         raise ModelPackageError(f"{where}: mr_normalisation.rule must be 'max' or 'percentile', got {mr_norm!r}")
     if manifest["background_hu"] != BACKGROUND_HU:
         raise ModelPackageError(f"{where}: background_hu {manifest['background_hu']!r} != {BACKGROUND_HU}")
+    if manifest.get("geometry") is not None:
+        try:
+            NetworkGeometry.from_dict(manifest["geometry"])
+        except ValueError as exc:
+            raise ModelPackageError(f"{where}: {exc}") from exc
     entries = [("onnx", manifest["onnx"])]
     if manifest["onnx"].get("external_data") if isinstance(manifest["onnx"], dict) else False:
         entries.append(("onnx.external_data", manifest["onnx"]["external_data"]))

@@ -214,3 +214,26 @@ def test_prepare_command(tmp_path: Path) -> None:
     bad = subprocess.run([*command[:5], str(tmp_path / "nowhere"), *command[6:]], cwd=REPO, env=subprocess_env(),
                          capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert bad.returncode == 1 and "not a folder" in bad.stderr
+
+
+def test_cache_brings_every_case_to_the_canonical_orientation(tmp_path: Path) -> None:
+    """A case stored sagittally and flipped is cached exactly as its axial original (no interpolation)."""
+    import SimpleITK as sitk
+
+    data = write_tiny_dataset(tmp_path / "data", n_cases=2, shape=(40, 56, 52))
+    axial, stored = data / "Task1" / "brain" / "1BA001", data / "Task1" / "brain" / "1BA002"
+    for name in ("mr", "ct", "mask"):
+        image = sitk.ReadImage(str(axial / f"{name}.mha"))
+        image.SetSpacing((1.0, 1.0, 2.0))
+        sitk.WriteImage(image, str(axial / f"{name}.mha"))
+        sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(image, (1, 2, 0)), (False, True, True)), str(stored / f"{name}.mha"))
+    index = prepare_cache(data, SETTINGS, progress=False)
+    entries = index.manifest["cases"]
+    assert entries["1BA001"]["source_orientation"] == "LPS"
+    assert entries["1BA002"]["source_orientation"] == "PIR"
+    assert entries["1BA001"]["spacing_mm"] == entries["1BA002"]["spacing_mm"] == [2.0, 1.0, 1.0]  # (z, y, x)
+    assert index.manifest["settings"]["orientation"] == "LPS"
+    assert index.manifest["geometry"] == {"orientation": "LPS", "spacing_zyx_mm": [2.0, 1.0, 1.0],
+                                          "spacing_tolerance": 0.1}
+    for name in ("mr", "ct", "ct_hu", "mask", "foreground"):
+        np.testing.assert_array_equal(index.cases["1BA001"].open(name), index.cases["1BA002"].open(name))

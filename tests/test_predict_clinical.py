@@ -82,12 +82,14 @@ def dciodvfy_errors(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def round_trip(tmp_path_factory: pytest.TempPathFactory, package: Path) -> tuple[Path, Path, int]:
-    """Axial and oblique DICOM MR series (shuffled, no suffix) → ``synthct predict --dicom-out`` without a mask."""
+    """Axial and oblique DICOM MR series (shuffled, no suffix) → ``synthct predict --dicom-out`` without a mask; the
+    oblique MR (22.6° from transverse) keeps its grid with ``--ct-grid mr`` (default: a transverse CT, see
+    tests/test_dicom_transverse.py)."""
     root = tmp_path_factory.mktemp("round_trip")
     mr_root, out = root / "mr", root / "out"
     for direction in DIRECTIONS:
         write_mr_series(phantom_mr(direction), mr_root / direction, suffix="", shuffle_seed=5)
-    code = predict("--mr", mr_root, "--model", package, "--out", out, "--dicom-out")
+    code = predict("--mr", mr_root, "--model", package, "--out", out, "--dicom-out", "--ct-grid", "mr")
     return mr_root, out, code
 
 
@@ -284,7 +286,7 @@ def test_container_missing_mask_falls_back_with_warning(tmp_path: Path, package:
     fallback, normal = results["1BA001.mha"], results["1BA002.mha"]
     assert fallback["error_messages"] == [] and len(fallback["warnings"]) == 1
     assert "no body mask" in fallback["warnings"][0] and "computed from the MR" in fallback["warnings"][0]
-    assert set(normal) == {"outputs", "inputs", "error_messages", "backend"}  # no "warnings" key
+    assert set(normal) == {"outputs", "inputs", "error_messages", "backend", "geometry"}  # no "warnings" key
     mr = sitk.GetArrayFromImage(image).astype(np.float32)
     auto = sitk.GetArrayFromImage(body_mask_from_mr(image))
     sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "images" / "synthetic-ct" / "1BA001.mha")))

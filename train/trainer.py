@@ -32,8 +32,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from synthct.atomic import write_text_atomic
-from synthct.cache import CacheError, default_cache_dir, open_cache, prepare_cache, settings_for_patch
+from synthct.cache import (
+    CacheError,
+    cases_geometry,
+    default_cache_dir,
+    open_cache,
+    prepare_cache,
+    settings_for_patch,
+)
 from synthct.dataset import DatasetError, make_split, read_split, write_split
+from synthct.geometry import NetworkGeometry
 from train import losses
 from train.augment import apply_batch_affine
 from train.checkpoint import (
@@ -429,6 +437,8 @@ class Trainer:
         self.models: StepModels | None = None
         self.train_volumes: list[TrainVolume] = []
         self.val_volumes: list[ValidationVolume] = []
+        self.geometry: NetworkGeometry | None = None
+        """Training geometry (canonical orientation, median training spacing): saved in checkpoints for export."""
         self.run_log: RunLog | None = None
 
     # -------------------------------------------------------------------------------------------------- set-up
@@ -499,6 +509,7 @@ class Trainer:
                    if i not in index.cases]
         if missing:
             raise DatasetError(missing)
+        self.geometry = cases_geometry(index, split["train"])
         self.train_volumes = [mapped_train_volume(index.cases[i]) for i in split["train"]]
         if self.info.is_main:
             self.val_volumes = [mapped_validation_volume(index.cases[i]) for i in split["val"]]
@@ -553,6 +564,7 @@ class Trainer:
             "best_mae": self.best_mae,
             "last_validation_step": self.last_validation_step,
             "versions": versions(),
+            "geometry": self.geometry.to_dict() if self.geometry is not None else None,
         }
 
     def _save(self, name: str) -> None:

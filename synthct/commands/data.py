@@ -89,6 +89,13 @@ def _prepare(args: argparse.Namespace) -> int:
     total = sum(info["bytes"] for entry in index.manifest["cases"].values() for info in entry["arrays"].values())
     print(f"cache {index.cache_dir}: {len(index.cases)} case(s) of region {settings.region}, up to date "
           f"({total / 2**20:.1f} MiB; MR rule {settings.mr_rule}, margin {settings.margin_voxels} voxels)")
+    geometry = index.manifest.get("geometry")
+    if geometry:
+        reoriented = sorted({entry["source_orientation"] for entry in index.manifest["cases"].values()}
+                            - {geometry["orientation"]})
+        print(f"geometry: orientation {geometry['orientation']}"
+              + (f" (reoriented from {', '.join(reoriented)}, axes permuted/flipped only)" if reoriented else "")
+              + ", median spacing " + " × ".join(f"{v:g}" for v in geometry["spacing_zyx_mm"]) + " mm (z, y, x)")
     return 0
 
 

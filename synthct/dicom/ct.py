@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 from synthct.dicom.errors import DicomError
 from synthct.dicom.geometry import SliceStack, ds_text, slice_stack
 from synthct.dicom.identity import derived_identity
+from synthct.dicom.transverse import slice_plane
 from synthct.dicom.write import (
     LO_MAX,
     new_file_dataset,
@@ -39,11 +40,14 @@ def write_ct_series(sct: sitk.Image, folder: Path, *, identity: Mapping[str, str
     """Write ``sct`` (HU, any pixel type, 3-D) as a CT series into ``folder``, one file per slice; returns the files.
 
     HU are rounded to integers and stored as int16 with RescaleSlope 1, RescaleIntercept -1024. The geometry
-    (oblique included) comes from the image. With ``identity`` (from :class:`~synthct.dicom.DicomVolume`),
-    patient, study and FrameOfReferenceUID are copied, so the sCT lies in the MR's frame; without it (or with
-    one lacking StudyInstanceUID, e.g. ``{"BodyPartExamined": "HEAD"}`` for a non-DICOM MR), fresh UIDs and
-    PatientName ``SYNTHCT^NO SOURCE IDENTITY`` / PatientID ``SYNTHCT-<hex>`` mark it as synthetic. Series and
-    instance UIDs are always new. The folder is written atomically and replaces an existing one.
+    (oblique included) comes from the image; SliceThickness = the written slice spacing; ImageType value 3 is AXIAL
+    for transverse slices and SAGITTAL / CORONAL / OBLIQUE otherwise (:func:`~synthct.dicom.transverse.slice_plane`;
+    :func:`~synthct.dicom.transverse.dicom_ct_grid` resamples a non-transverse sCT for planning). With
+    ``identity`` (from :class:`~synthct.dicom.DicomVolume`), patient, study and FrameOfReferenceUID are copied, so
+    the sCT lies in the MR's frame; without it (or with one lacking StudyInstanceUID, e.g.
+    ``{"BodyPartExamined": "HEAD"}`` for a non-DICOM MR), fresh UIDs and PatientName ``SYNTHCT^NO SOURCE IDENTITY``
+    / PatientID ``SYNTHCT-<hex>`` mark it as synthetic. Series and instance UIDs are always new. The folder is
+    written atomically and replaces an existing one.
     """
     folder = Path(folder)
     stack = slice_stack(sct, str(folder))
@@ -67,6 +71,7 @@ def _ct_datasets(stack: SliceStack, stored: np.ndarray, identity: dict[str, str]
                           "Not an acquired CT.", 10240)
     derivation = text_value(f"Synthetic CT predicted from MR series by model {name} (sha256 {model_sha256})", 1024)
     width = max(4, len(str(len(stored))))
+    plane = slice_plane(stack.normal)
     for index, slice_values in enumerate(stored):
         dataset = new_file_dataset(CT_IMAGE_STORAGE, generate_uid())
         set_character_set(dataset, [*identity.values(), description, comments])
@@ -77,7 +82,7 @@ def _ct_datasets(stack: SliceStack, stored: np.ndarray, identity: dict[str, str]
         dataset.SeriesInstanceUID = series_uid
         dataset.SeriesNumber = series_number
         dataset.SeriesDescription = description
-        dataset.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]  # value 3 is required in CT (AXIAL or LOCALIZER)
+        dataset.ImageType = ["DERIVED", "SECONDARY", plane]  # value 3 required in CT; AXIAL only if transverse
         dataset.ImageComments = comments
         dataset.DerivationDescription = derivation
         dataset.InstanceNumber = index + 1
