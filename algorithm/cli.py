@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     if not cases:
-        log.error("no MR images found in %s (accepted: image files %s, DICOM series folders, or a folder of "
-                  "either)", args.mr, ", ".join(IMAGE_SUFFIXES))
+        log.error("no MR images found in %s (accepted: image files %s, DICOM folders or trees at any depth, a "
+                  "DICOMDIR, or a folder of either)", args.mr, ", ".join(IMAGE_SUFFIXES))
         return 2
     packages = find_model_packages(args.model)
     if not packages:

@@ -34,6 +34,7 @@ from export.parity import (
     torch_predictor,
 )
 from export.source import ExportSource, build_generator_for_export, read_checkpoint
+from synthct.atomic import temp_prefix
 from synthct.model_package import (
     MANIFEST_NAME,
     REGIONS,
@@ -213,7 +214,7 @@ def export_package(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     steps = ["export ONNX", "parity", *(["optimise"] if options.optimise else []),
              *(["TensorRT"] if options.tensorrt else []), *(["fp16"] if options.fp16 else []), "manifest",
              *(["backend accuracy"] if options.backend_accuracy else [])]
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{temp_prefix(out.name)}export-", dir=out.parent))
     try:
         with tqdm(total=len(steps), desc="export", unit="step", disable=not options.progress) as bar:
             manifest = _export_into(staging, source, options, trt, bar)

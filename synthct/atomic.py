@@ -1,6 +1,10 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
-A reader never sees a half-written file, and a crash leaves the previous version in place.
+A reader never sees a half-written file, and a crash leaves the previous version in place. Every temporary the
+project writes (files here, DICOM series folders in :mod:`synthct.dicom.folder`, export staging folders) is named
+``.synthct-tmp-<target name>.<random><suffix>``: hidden, and recognisable as ours by :data:`TEMP_PREFIX`, so that
+readers skip it (:func:`is_temporary`) and a later run removes the leftovers of a killed one
+(:func:`synthct.outputs.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,19 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+TEMP_PREFIX = ".synthct-tmp-"
+"""The name prefix of every temporary file or folder synthct writes beside its outputs."""
+
+
+def temp_prefix(target_name: str) -> str:
+    """``mkstemp``/``mkdtemp`` prefix for a temporary standing in for ``target_name``."""
+    return f"{TEMP_PREFIX}{target_name}."
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a synthct temporary (a write in progress, or the leftover of a killed one)."""
+    return name.startswith(TEMP_PREFIX)
 
 
 @contextlib.contextmanager
@@ -25,7 +42,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -232,6 +232,17 @@ def test_dicomdir_with_missing_files_is_a_case_error(tmp_path: Path, package: Pa
     message = only_case(out)["error_messages"][0]
     assert str(export / "DICOMDIR") in message and "2 of 64 files listed in the DICOMDIR are missing" in message
     assert str(victims[0].relative_to(export)) in message and str(victims[1].relative_to(export)) in message
+    # a damaged DICOMDIR: its folders are read instead, with a note; given as the file, it is the case's error
+    damaged = tmp_path / "damaged"
+    shutil.copytree(dicomdir_export.parent, damaged)
+    (damaged / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    (case,) = discover_cases(damaged)
+    assert case.case_id == "PAT_007_x_3" and case.study.errors == ()
+    assert any("DICOMDIR: not a readable DICOMDIR" in n and "the folders were read instead" in n
+               for n in case.study.notes)
+    (case,) = discover_cases(damaged / "DICOMDIR")
+    with pytest.raises(DicomError, match="not a readable DICOMDIR"):
+        case.study.check()
 
 
 def test_generic_folder_name_gives_patient_and_series_number(tmp_path: Path, package: Path) -> None:

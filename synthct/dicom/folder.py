@@ -1,4 +1,5 @@
-"""Writing a DICOM series folder atomically: a temporary folder beside it, renamed into place."""
+"""Writing a DICOM series folder atomically: a temporary folder beside it (``.synthct-tmp-<name>.<random>.tmp``),
+renamed into place."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from synthct.atomic import temp_prefix
 
 
 @contextlib.contextmanager
@@ -19,13 +22,13 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         _fsync_folder(tmp)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".old", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
             try:

@@ -94,7 +94,6 @@ class DicomStudy:
     notes: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     folders: tuple[Path, ...] = ()
-    from_dicomdir: bool = False
     records: tuple[FileRecord, ...] = field(default=(), repr=False)
 
     def check(self) -> None:
@@ -149,13 +148,17 @@ def discover_cases(source: Path, series: str | None = None, skip_image_files: bo
     ``skip_image_files``, image files (.mha, .nii.gz, ...) directly in ``source`` are left to the caller.
     """
     source = Path(source)
-    units = _scan_units(source, skip_image_files)
+    scanned = _scan_units(source, skip_image_files)
+    units = [unit for unit in scanned if unit.records or unit.errors]
+    holders = [unit for unit in scanned if not (unit.records or unit.errors)]  # notes for the cases below them
     groups = _attach_orphans(_merge_by_study(units))
     primaries = [primary for primary, _ in groups]
     cases: list[DicomCase] = []
     for primary, attached in groups:
         root, own_folder = _case_folder(source, primary, primaries)
-        group = primary + attached
+        group = [holder for holder in holders
+                 if any(holder.folder == unit.folder or holder.folder in unit.folder.parents for unit in primary)]
+        group += primary + attached
         study = _study(root, group)
         if own_folder and not _is_generic(root) and not _holds_dicomdir(root, group):
             case_id = root.name
@@ -167,42 +170,49 @@ def discover_cases(source: Path, series: str | None = None, skip_image_files: bo
 
 def _scan_units(source: Path, skip_image_files: bool = False) -> list[_Unit]:
     if not source.is_dir():
-        return _dicomdir_units(source) or [_Unit(source.parent, [], [], [f"{source}: unreadable DICOMDIR"])]
+        try:
+            return _dicomdir_units(source)
+        except DicomError as exc:
+            return [_Unit(source.parent, [], [], [str(exc)], source)]
     units: list[_Unit] = []
     for top, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         folder = Path(top)
         paths = [folder / name for name in sorted(files) if not name.startswith(".")]
         dicomdir = next((p for p in paths if p.name.upper() == "DICOMDIR" and p.is_file()), None)
+        unreadable = None
         if dicomdir is not None:
-            listed = _dicomdir_units(dicomdir)
-            if listed is not None:
-                units.extend(listed)
+            try:
+                units.extend(_dicomdir_units(dicomdir))
                 dirs[:] = []
                 continue
+            except DicomError as exc:
+                unreadable = f"{exc}; the folders were read instead"
+                paths.remove(dicomdir)
         if skip_image_files and folder == source:
             paths = [p for p in paths if not p.name.lower().endswith(IMAGE_SUFFIXES)]
         paths = [p for p in paths if p.is_file()]
         records, notes, errors = scan_files(folder, paths)
-        if dicomdir is not None:
-            notes.append(f"{dicomdir}: not a readable DICOMDIR; the folders were read instead")
-        if records or errors:
+        if unreadable is not None:
+            notes.append(unreadable)
+        if records or errors or unreadable is not None:  # the last: a holder of the note for the cases below
             units.append(_Unit(folder, records, notes, errors))
     return units
 
 
-def _dicomdir_units(dicomdir: Path) -> list[_Unit] | None:
-    """The files a DICOMDIR lists, one unit per study; None when it cannot be read as a DICOMDIR."""
+def _dicomdir_units(dicomdir: Path) -> list[_Unit]:
+    """The files a DICOMDIR lists, one unit per study; DicomError when it cannot be read as a DICOMDIR."""
     from pydicom.fileset import FileSet
 
     try:
         with warnings.catch_warnings():  # FileSet warns for each missing file: they are reported below
             warnings.simplefilter("ignore")
             directory = pydicom.dcmread(dicomdir)
-            file_set = FileSet(directory)
-    except Exception:  # not a DICOMDIR, or a damaged one: the caller reads the folders instead
-        return None
-    root = file_set.root_path
+            file_set = FileSet()
+            file_set.load(directory)  # checks the SOP class (Media Storage Directory) and the records
+            root = file_set.root_path
+    except Exception as exc:  # not a DICOMDIR, or a damaged one: the caller reads the folders instead
+        raise DicomError(f"{dicomdir}: not a readable DICOMDIR ({type(exc).__name__}: {exc})") from exc
     present = {Path(instance.path) for instance in file_set}
     listed: list[Path] = []
     missing: list[Path] = []
@@ -343,7 +353,7 @@ def _study(root: Path, group: list[_Unit]) -> DicomStudy:
     errors = [error for unit in group for error in unit.errors]
     folders = sorted({unit.folder for unit in group})
     return DicomStudy(root, tuple(summarize(records)), tuple(dict.fromkeys(notes)), tuple(dict.fromkeys(errors)),
-                      tuple(folders), any(unit.dicomdir is not None for unit in group), tuple(records))
+                      tuple(folders), tuple(records))
 
 
 # ---------------------------------------------------------------- case ids
