@@ -25,7 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from synthct.atomic import atomic_path, write_text_atomic
+from synthct.atomic import atomic_path, write_json_atomic, write_text_atomic
+from synthct.geometry import canonical_reorientation
 
 AIR_HU, BONE_HU = -400.0, 250.0
 AIR_LIMIT = 0.08
@@ -41,6 +42,8 @@ wide around those (anatomy and field of view vary)."""
 MR_OUTLIER_RATIO = 2.5
 HISTOGRAM_EDGES = np.arange(-1025.0, 3001.0, 50.0)
 PICTURE_WINDOW_HU = (-1000.0, 2000.0)
+INDEX_RECORD = "index.json"
+"""The QA page's rows, kept beside ``index.html`` so that a later run into the same folder merges with them."""
 
 
 def case_statistics(sct_hu: np.ndarray, mask: np.ndarray, mr: np.ndarray, spacing_zyx_mm: tuple[float, ...],
@@ -147,7 +150,14 @@ def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask
 
 def qa_case(case_id: str, region: str, mr_image: sitk.Image, sct_image: sitk.Image, mask_image: sitk.Image,
             qa_dir: Path, auto_mask: bool = False) -> dict[str, Any]:
-    """Figures, flags and ``qa_dir/<case id>.png`` for one case; returns its row for :func:`write_qa_index`."""
+    """Figures, flags and ``qa_dir/<case id>.png`` for one case; returns its row for :func:`write_qa_index`.
+
+    The images are first reoriented to LPS (axis permutation only, :mod:`synthct.geometry`), so the pictures show
+    true transverse / coronal / sagittal planes and "in-plane" means transverse, however the MR was stored.
+    """
+    reorientation = canonical_reorientation(mr_image)
+    mr_image, sct_image, mask_image = (reorientation.apply_to_image(image)
+                                       for image in (mr_image, sct_image, mask_image))
     mr = sitk.GetArrayViewFromImage(mr_image)
     sct = sitk.GetArrayViewFromImage(sct_image)
     mask = sitk.GetArrayViewFromImage(mask_image)
@@ -187,9 +197,42 @@ def _bar_colour(hu: float) -> str:
     return "#6a8caf" if hu < AIR_HU else "#c9a227" if hu > BONE_HU else "#b56576"
 
 
-def write_qa_index(rows: list[dict[str, Any]], qa_dir: Path) -> Path:
-    """Write ``qa_dir/index.html`` (one table row per case, failed cases with their error) atomically."""
+def merge_qa_rows(rows: list[dict[str, Any]], qa_dir: Path) -> list[dict[str, Any]]:
+    """This run's rows merged per case with the earlier runs' (``qa_dir/index.json``), sorted by case id.
+
+    An earlier row is kept when this run did not redo its case and its picture is still there (failed rows too);
+    an unreadable ``index.json`` is ignored with a warning.
+    """
+    import json
+    import logging
+
+    previous: list[Any] = []
+    record = Path(qa_dir) / INDEX_RECORD
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+            if not isinstance(previous, list):
+                raise ValueError("not a list of rows")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            logging.getLogger(__name__).warning("%s: earlier QA rows not readable (%s); not kept", record, exc)
+            previous = []
+    done = {row["case_id"] for row in rows}
+    kept = [row for row in previous if isinstance(row, dict) and isinstance(row.get("case_id"), str)
+            and row["case_id"] not in done
+            and ("picture" not in row or (Path(qa_dir) / str(row["picture"])).is_file())]
+    return sorted(kept + rows, key=lambda row: row["case_id"])
+
+
+def write_qa_index(rows: list[dict[str, Any]], qa_dir: Path, merge: bool = True) -> Path:
+    """Write ``qa_dir/index.html`` (one table row per case, failed cases with their error) atomically.
+
+    ``merge``: the cases of earlier runs into the same folder are kept (:func:`merge_qa_rows`); the rows are
+    recorded in ``qa_dir/index.json`` for the next run.
+    """
     qa_dir = Path(qa_dir)
+    if merge:
+        rows = merge_qa_rows(rows, qa_dir)
+        write_json_atomic(qa_dir / INDEX_RECORD, rows)
     lines = []
     for row in rows:
         case = html.escape(row["case_id"])

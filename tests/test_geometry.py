@@ -253,3 +253,18 @@ def test_dicom_stack_with_gaps_is_a_per_case_error(
     message = " ".join(results["gappy"]["error_messages"])
     assert "gappy" in message and "gaps of 2 mm, larger than the slices" in message
     assert results["contiguous"]["error_messages"] == [] and (out / "contiguous.mha").is_file()
+
+
+def test_qa_figures_and_flags_do_not_depend_on_the_stored_layout(
+        tmp_path: Path, phantom: tuple[sitk.Image, sitk.Image, sitk.Image]) -> None:
+    """The QA page reorients before measuring: "in-plane" (FOV border) means transverse for a sagittal MR too."""
+    from algorithm.qa import qa_case
+
+    mr, ct, mask = phantom
+    rows = {layout: qa_case(layout.replace(",", "").replace(" ", "_"), "brain", _stored_as(mr, layout),
+                            _stored_as(ct, layout), _stored_as(mask, layout), tmp_path)
+            for layout in ("sagittal", "flipped")}
+    axial = qa_case("axial", "brain", mr, ct, mask, tmp_path)
+    for row in rows.values():
+        for key in ("flags", "mean_hu", "bone_fraction", "air_fraction_core", "size", "spacing_mm"):
+            assert row[key] == axial[key], key
