@@ -97,6 +97,7 @@ def main() -> int:
     from algorithm.backends import make_predictor
     from algorithm.inference import predict_case
     from synthct.geometry import NetworkGeometry
+    from synthct.io import read_image
     from synthct.model_package import ModelPackage, load_model_package
 
     package = load_model_package(args.model)
@@ -119,7 +120,7 @@ def main() -> int:
     pictures: dict[str, Any] = {}
     for case_id in val_ids:
         folder = args.data / "Task1" / "brain" / case_id
-        mr, ct, mask = (sitk.ReadImage(str(next(folder.glob(f"{n}.*")))) for n in ("mr", "ct", "mask"))
+        mr, ct, mask = (read_image(next(folder.glob(f"{n}.*"))) for n in ("mr", "ct", "mask"))
         axial = {"after": run(mr, mask, package)[0], "before": run(mr, mask, before)[0]}
         acquisitions = {layout: tuple(_stored(image, layout) for image in (mr, ct, mask)) for layout in LAYOUTS}
         acquisitions["0.5×0.5×3 mm"] = _acquire(mr, ct, mask, ANISOTROPIC_ZYX_MM)
@@ -165,7 +166,7 @@ def main() -> int:
                 maes = {"resampled": [], "not resampled": []}
                 for case_id in val_ids:
                     folder = args.data / "Task1" / "brain" / case_id
-                    mr, ct, mask = (sitk.ReadImage(str(next(folder.glob(f"{n}.*")))) for n in ("mr", "ct", "mask"))
+                    mr, ct, mask = (read_image(next(folder.glob(f"{n}.*"))) for n in ("mr", "ct", "mask"))
                     a_mr, a_ct, a_mask = _acquire(mr, ct, mask, scaled)  # type: ignore[arg-type]
                     maes["resampled"].append(_mae(run(a_mr, a_mask, forced)[0], a_ct, a_mask))
                     maes["not resampled"].append(_mae(run(a_mr, a_mask, package, "never")[0], a_ct, a_mask))

@@ -148,14 +148,15 @@ def _child(path: str, files: dict[str, Path], out: Path, args: argparse.Namespac
 def _compare(result: dict, reference: Path | None, files: dict[str, Path]) -> None:
     import SimpleITK as sitk
 
+    from synthct.io import read_image
     from synthct.metrics import mae
 
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(files["mask"]))) > 0
-    sct = sitk.GetArrayFromImage(sitk.ReadImage(result["sct"])).astype(np.float32)
+    mask = sitk.GetArrayFromImage(read_image(files["mask"])) > 0
+    sct = sitk.GetArrayFromImage(read_image(result["sct"])).astype(np.float32)
     if "ct" in files:
-        result["mae_hu"] = mae(sitk.GetArrayFromImage(sitk.ReadImage(str(files["ct"]))).astype(np.float32), sct, mask)
+        result["mae_hu"] = mae(sitk.GetArrayFromImage(read_image(files["ct"])).astype(np.float32), sct, mask)
     if reference is not None:
-        expected = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))).astype(np.float32)
+        expected = sitk.GetArrayFromImage(read_image(reference)).astype(np.float32)
         delta = np.abs(sct[mask] - expected[mask])
         result["mean_abs_hu"], result["max_abs_hu"] = float(delta.mean()), float(delta.max())
 
@@ -195,6 +196,8 @@ def _picture(case: str, results: list[dict], default: str | None, files: dict[st
     import matplotlib.pyplot as plt
     import SimpleITK as sitk
 
+    from synthct.io import read_image
+
     ok = [r for r in results if "error" not in r]
     baseline = next((r for r in ok if r["path"] == "monai"), None)
     by_path = {r["path"]: r for r in ok}
@@ -213,10 +216,10 @@ def _picture(case: str, results: list[dict], default: str | None, files: dict[st
     axes[0].set_xlim(0, max(seconds) * 1.3)
     axes[0].set_title(f"{case}: {ok[0].get('windows', '?')} windows (load at the end {_load()})")
     if chosen is not None and reference is not None:
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(files["mask"]))) > 0
+        mask = sitk.GetArrayFromImage(read_image(files["mask"])) > 0
         z = int(np.flatnonzero(mask.any(axis=(1, 2))).mean())
-        sct = sitk.GetArrayFromImage(sitk.ReadImage(chosen["sct"]))[z].astype(np.float32)
-        expected = sitk.GetArrayFromImage(sitk.ReadImage(reference["sct"]))[z].astype(np.float32)
+        sct = sitk.GetArrayFromImage(read_image(chosen["sct"]))[z].astype(np.float32)
+        expected = sitk.GetArrayFromImage(read_image(reference["sct"]))[z].astype(np.float32)
         axes[1].imshow(sct, cmap="gray", vmin=-1000, vmax=1500)
         axes[1].set_title(f"{default} sCT, slice z={z} (HU −1000…1500)")
         delta = np.where(mask[z], np.abs(sct - expected), np.nan)

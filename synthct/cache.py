@@ -63,8 +63,9 @@ from synthct.intensity import HU_MIN, mr_scale, normalise_ct
 log = logging.getLogger("synthct.cache")
 
 CACHE_FORMAT = "synthct-dataset-cache"
-CACHE_VERSION = 2
-"""2: every case in the canonical orientation (:data:`synthct.geometry.CANONICAL_ORIENTATION`)."""
+CACHE_VERSION = 3
+"""2: every case in the canonical orientation (:data:`synthct.geometry.CANONICAL_ORIENTATION`). 3: sources read
+complete or not at all (:mod:`synthct.integrity`): an older cache may hold a truncated ``.nii.gz`` read as zeros."""
 MANIFEST_NAME = "manifest.json"
 CASES_FOLDER = "cases"
 DEFAULT_CACHE_FOLDER = ".synthct-cache"

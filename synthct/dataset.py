@@ -12,8 +12,11 @@ release ships one per region) or starting with ``.``/``_`` is not a case; every 
 files. In a flat layout the region comes from ``region=`` or, failing that, from the SynthRAD ID prefix
 (``1B``/``1P``/``1HN``/``1TH``/``1AB``).
 
-Geometry checks read only image headers (``ImageFileReader.ReadImageInformation``), so checking a large dataset is
-fast. Every problem is reported, by case id and file, in one :class:`DatasetError`; no case is dropped silently.
+Geometry checks read only image headers (``ImageFileReader.ReadImageInformation``) plus what a ``stat`` and the gzip
+length trailer tell about completeness (:func:`synthct.io.read_header_geometry`), so finding the cases of a large
+dataset is fast; ``scan_dataset(full_read=True)`` (``synthct data check``) reads every volume completely, which also
+finds damage inside a compressed stream, and :func:`load_case` always does. Every problem is reported, by case id
+and file, in one :class:`DatasetError`; no case is dropped silently.
 """
 
 from __future__ import annotations
@@ -147,9 +150,12 @@ def find_cases(
 
 
 def scan_dataset(
-    root: str | os.PathLike[str], region: str | None = None, require_ct: bool = True
+    root: str | os.PathLike[str], region: str | None = None, require_ct: bool = True, full_read: bool = False
 ) -> list[CaseReport]:
-    """Check every case under ``root`` (headers only) and return one report per case, problems included.
+    """Check every case under ``root`` and return one report per case, problems included.
+
+    Headers only by default (:func:`synthct.io.read_header_geometry`); ``full_read`` reads every volume completely
+    (:func:`synthct.io.read_image`: truncated or corrupt compressed data are found), one at a time.
 
     Raises :class:`DatasetError` only for problems with the folder itself (missing, no cases, unknown region).
     """
@@ -162,7 +168,7 @@ def scan_dataset(
         where = f" for region {wanted!r}" if wanted else ""
         raise DatasetError([f"no cases found{where} (expected Task1/<region>/<ID>/{{mr,ct,mask}}.* or a flat layout)"],
                            root)
-    reports = [_check_case(case_id, group_region, folder, files, require_ct)
+    reports = [_check_case(case_id, group_region, folder, files, require_ct, full_read)
                for case_id, group_region, folder, files in groups]
     seen: dict[tuple[str, str], Path] = {}
     for report in reports:
@@ -239,7 +245,8 @@ def _per_modality_groups(folder: Path, region: str | None) -> list[tuple[str, st
 
 
 def _check_case(
-    case_id: str, region: str, folder: Path, candidates: dict[str, list[Path]], require_ct: bool
+    case_id: str, region: str, folder: Path, candidates: dict[str, list[Path]], require_ct: bool,
+    full_read: bool = False,
 ) -> CaseReport:
     problems: list[str] = []
     if not region:
@@ -262,7 +269,7 @@ def _check_case(
         if path is None:
             continue
         try:
-            geometries[modality] = read_header_geometry(path)
+            geometries[modality] = Geometry.of(read_image(path)) if full_read else read_header_geometry(path)
         except ImageError as exc:
             problems.append(f"{case_id}: {exc}")
     reference = geometries.get("mr")

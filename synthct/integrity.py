@@ -29,7 +29,6 @@ data, text/hex/bzip2 encodings, unrecognised headers.
 from __future__ import annotations
 
 import math
-import os
 import struct
 import sys
 import zlib
@@ -62,6 +61,13 @@ _NRRD_TYPES = {
         "ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t", "double"),
 }  # fmt: skip
 _NRRD_TYPE_BYTES = {name: size for size, names in _NRRD_TYPES.items() for name in names}
+
+
+_ZLIB_MEANINGS = {
+    "incorrect data check": "the checksum (gzip CRC-32 / zlib Adler-32) does not match the data",
+    "incorrect length check": "the gzip length trailer does not match the data",
+}
+"""zlib's messages for a damaged stream → what they mean."""
 
 
 class IncompleteImageError(ValueError):
@@ -197,8 +203,9 @@ def check_decoded(path: Path, layout: DataLayout) -> None:
         raise IncompleteImageError(f"{where}: more than {expected} bytes of decoded data where the header describes "
                                    f"{expected}: the file does not match its header")
     if problem is not None:
-        raise IncompleteImageError(f"{where}: corrupt compressed data: {problem} (after {decoded} of {expected} "
-                                   "bytes)")
+        meaning = next((text for key, text in _ZLIB_MEANINGS.items() if key in problem), None)
+        raise IncompleteImageError(f"{where}: corrupt compressed data: "
+                                   + (f"{meaning} ({problem})" if meaning else problem))
     if decoded < expected:
         raise IncompleteImageError(f"{where}: truncated: {decoded} of {expected} bytes (the compressed stream is "
                                    "complete but holds fewer bytes than the header describes)")
@@ -261,8 +268,6 @@ def _trailer_matches(layout: DataLayout, image: sitk.Image) -> bool:
         tail = handle.read(4)
     if len(head) < 2 or len(tail) < 4 or head[0] & 0x0F != 8 or (head[0] * 256 + head[1]) % 31:
         return False  # not a zlib stream (gzip by its magic): decode it
-    if layout.prefix:
-        return False
     return zlib.adler32(np.ascontiguousarray(voxels).data) == struct.unpack(">I", tail)[0]
 
 
@@ -284,8 +289,8 @@ def _nifti_header(head: bytes, path: Path, total_hint: str) -> tuple[int, int, b
     """(header size, voxel offset, native byte order and no rescaling, voxel data bytes) of a NIfTI-1/2 header, or
     None if ``head`` is no NIfTI header."""
     if len(head) < 4:
-        raise IncompleteImageError(f"{path}: truncated: {len(head)} of at least 348 bytes of NIfTI header"
-                                   f"{total_hint}")
+        raise IncompleteImageError(f"{path}: truncated: {len(head)} of 348 bytes (inside the NIfTI header"
+                                   f"{total_hint})")
     for order in "<>":
         sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
         if sizeof_hdr in (348, 540):
@@ -293,8 +298,8 @@ def _nifti_header(head: bytes, path: Path, total_hint: str) -> tuple[int, int, b
     else:
         return None
     if len(head) < sizeof_hdr:
-        raise IncompleteImageError(f"{path}: truncated: {len(head)} of {sizeof_hdr} bytes of NIfTI header"
-                                   f"{total_hint}")
+        raise IncompleteImageError(f"{path}: truncated: {len(head)} of {sizeof_hdr} bytes (inside the NIfTI header"
+                                   f"{total_hint})")
     if sizeof_hdr == 348:
         dims = struct.unpack(order + "8h", head[40:56])
         bitpix = struct.unpack(order + "h", head[72:74])[0]
@@ -313,16 +318,16 @@ def _nifti_header(head: bytes, path: Path, total_hint: str) -> tuple[int, int, b
     extents = dims[1 : ndim + 1]
     if min(extents) < 1:
         return None
-    rescaled = math.isfinite(slope) and slope not in (0.0, 1.0) or math.isfinite(inter) and inter != 0.0
-    native = order == ("<" if sys.byteorder == "little" else ">") and not rescaled
+    rescaled = (math.isfinite(slope) and slope not in (0.0, 1.0)) or (math.isfinite(inter) and inter != 0.0)
+    same_order = order == ("<" if sys.byteorder == "little" else ">") or bitpix == 8
     offset = max(int(vox_offset), sizeof_hdr)
-    return sizeof_hdr, offset, native or bitpix == 8 and not rescaled, math.prod(extents) * bitpix // 8
+    return sizeof_hdr, offset, same_order and not rescaled, math.prod(extents) * bitpix // 8
 
 
 def _nifti_layout(path: Path) -> DataLayout | None:
     with open(path, "rb") as handle:
         head = handle.read(540)
-    parsed = _nifti_header(head, path, f" (file of {path.stat().st_size} bytes)")
+    parsed = _nifti_header(head, path, "")
     if parsed is None:
         return None
     _, offset, native, data_bytes = parsed
@@ -333,34 +338,31 @@ def _nifti_gz_layout(path: Path) -> DataLayout | None:
     """The NIfTI header is decoded from the start of the gzip stream; it becomes the stream's known prefix."""
     decoder = zlib.decompressobj(31)
     head = b""
-    wanted = 540
     with open(path, "rb") as handle:
         if handle.read(2) != GZIP_MAGIC:
             return None
         handle.seek(0)
-        while len(head) < wanted:
-            block = decoder.unconsumed_tail or handle.read(64 << 10)
-            if not block:
-                break
-            try:
-                head += decoder.decompress(block, wanted - len(head))
-            except zlib.error as exc:
-                raise IncompleteImageError(f"{path}: corrupt compressed data: {exc} (in the NIfTI header)") from exc
-            if decoder.eof:
-                break
-            if len(head) >= 348 and wanted == 540:
-                parsed = _nifti_header(head, path, "")
-                if parsed is not None and parsed[0] == 348 or len(head) >= 540:
-                    parsed = _nifti_header(head, path, "")
-                    if parsed is None:
-                        return None
-                    wanted = parsed[1]
-                    if wanted > OUT_CHUNK:
-                        return None
-    parsed = _nifti_header(head, path, " (the compressed stream ends early)")
-    if parsed is None:
-        return None
-    _, offset, native, data_bytes = parsed
+
+        def decode_to(wanted: int) -> None:
+            nonlocal head
+            while len(head) < wanted and not decoder.eof:
+                block = decoder.unconsumed_tail or handle.read(64 << 10)
+                if not block:
+                    return
+                try:
+                    head += decoder.decompress(block, wanted - len(head))
+                except zlib.error as exc:
+                    raise IncompleteImageError(f"{path}: corrupt compressed data: {exc} (in the NIfTI header)"
+                                               ) from exc
+
+        decode_to(540)
+        parsed = _nifti_header(head, path, ", decompressed; the compressed stream ends early")
+        if parsed is None:
+            return None
+        _, offset, native, data_bytes = parsed
+        if offset > OUT_CHUNK:
+            return None
+        decode_to(offset)
     if len(head) < offset:
         raise IncompleteImageError(f"{path}: truncated: {len(head)} of {offset + data_bytes} bytes (the compressed "
                                    "stream ends early, inside the NIfTI header)")
@@ -492,8 +494,3 @@ def _skip_lines(path: Path, start: int, count: int) -> int:
             if not handle.readline().endswith(b"\n"):
                 return -1
         return handle.tell()
-
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    """Size of a file in bytes (for messages)."""
-    return Path(path).stat().st_size

@@ -7,13 +7,25 @@ the messages below say which order they use.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
 
 from synthct.atomic import atomic_path
+from synthct.integrity import (
+    DataLayout,
+    IncompleteImageError,
+    check_decoded,
+    check_read,
+    check_stored,
+    data_layout,
+)
+
+_T = TypeVar("_T")
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 """File types read as images (a folder is read as a DICOM series)."""
@@ -58,14 +70,17 @@ def is_image_path(path: Path) -> bool:
 
 
 def read_image(path: str | os.PathLike[str], require_3d: bool = True) -> sitk.Image:
-    """Read an image file (.mha/.mhd/.nii/.nii.gz/.nrrd) or a DICOM series folder.
+    """Read an image file (.mha/.mhd/.nii/.nii.gz/.nrrd) or a DICOM series folder, complete or not at all.
 
-    Raises :class:`ImageError` naming the file if it is missing, unreadable, or (with ``require_3d``) not a
-    single-component 3-D image.
+    A file's voxel data must fill the size its header describes and compressed data must be intact (gzip CRC and
+    length, zlib Adler-32), see :mod:`synthct.integrity`: SimpleITK alone zero-fills a truncated ``.nii.gz``/``.nii``.
+    Raises :class:`ImageError` naming the file if it is missing, unreadable, truncated ("truncated: N of M bytes"),
+    corrupt ("corrupt compressed data: …"), or (with ``require_3d``) not a single-component 3-D image.
     """
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path}: file not found")
+    layout: DataLayout | None = None
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -75,13 +90,40 @@ def read_image(path: str | os.PathLike[str], require_3d: bool = True) -> sitk.Im
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
             image = reader.Execute()
         else:
+            layout = _checked_layout(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
+        if layout is not None:
+            _raise_incomplete(path, check_decoded, layout)
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
         raise ImageError(f"{path}: cannot be read as an image ({first_line})") from exc
+    if layout is not None:
+        _raise_incomplete(path, check_read, layout, image)
     if require_3d:
         _check_3d(path, image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize())
     return image
+
+
+def _checked_layout(path: Path, trailer: bool = False) -> DataLayout | None:
+    """The file's data layout after the checks that need no decoding (:func:`synthct.integrity.check_stored`);
+    None for a file whose layout is not checked. Raises :class:`ImageError` naming the file."""
+    if not path.is_file():
+        return None
+    layout: DataLayout | None = _raise_incomplete(path, data_layout)
+    if layout is not None:
+        _raise_incomplete(path, check_stored, layout, trailer)
+    return layout
+
+
+def _raise_incomplete(path: Path, check: Callable[..., _T], *args: Any) -> _T:
+    """``check(path, *args)`` (a :mod:`synthct.integrity` function); its :class:`IncompleteImageError` or I/O error
+    becomes an :class:`ImageError` naming the file."""
+    try:
+        return check(path, *args)
+    except IncompleteImageError as exc:
+        raise ImageError(str(exc)) from exc
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def _check_3d(path: Path, dimension: int, components: int, size: tuple[int, ...]) -> None:
@@ -95,13 +137,21 @@ def _check_3d(path: Path, dimension: int, components: int, size: tuple[int, ...]
 
 
 def read_header_geometry(path: str | os.PathLike[str]) -> Geometry:
-    """Geometry from the image header only (no voxels read). Raises :class:`ImageError` naming the file."""
+    """Geometry from the image header only (no voxels decoded). Raises :class:`ImageError` naming the file.
+
+    Also checks what needs no decoding (:func:`synthct.integrity.check_stored`): raw data length, a compressed
+    MetaImage's ``CompressedDataSize``, a gzip stream's length trailer. Damage inside a compressed stream is found
+    only by :func:`read_image`.
+    """
     path = Path(path)
+    layout = _checked_layout(path, trailer=True)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
+        if layout is not None:  # SimpleITK's reason can mislead ("Unable to determine ImageIO reader"): decode
+            _raise_incomplete(path, check_decoded, layout)
         text = str(exc).strip()
         reason = text.splitlines()[-1] if text else "unknown error"
         raise ImageError(f"{path}: cannot be read as an image ({reason})") from exc
