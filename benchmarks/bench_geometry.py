@@ -92,7 +92,6 @@ def main() -> int:
     parser.add_argument("--picture", type=Path, default=None)
     args = parser.parse_args()
 
-    import SimpleITK as sitk
 
     from algorithm.backends import make_predictor
     from algorithm.inference import predict_case
