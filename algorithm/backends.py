@@ -278,7 +278,9 @@ class OpenVinoPredictor:
         if precision not in ("f32", "bf16"):
             raise ValueError(f"OpenVINO precision must be 'f32' or 'bf16', got {precision!r}")
         try:
-            import openvino as ov
+            from synthct.telemetry import import_openvino
+
+            ov = import_openvino()  # its usage telemetry declined: nothing written under $HOME
         except ImportError as exc:
             raise BackendUnavailable("the OpenVINO backend needs the `openvino` package") from exc
         version = str(ov.__version__).split("-")[0]

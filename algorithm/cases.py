@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synthct.io import IMAGE_SUFFIXES, is_image_path, strip_image_suffix
-from synthct.model_package import MANIFEST_NAME, REGIONS
+from synthct.model_package import MANIFEST_NAME, REGIONS, ModelPackageError
 
 if TYPE_CHECKING:
     from synthct.dicom.study import DicomStudy
@@ -105,46 +105,59 @@ def region_from_case_id(case_id: str) -> str | None:
     return _PREFIX_REGION[match.group(1).upper()] if match else None
 
 
-def resolve_region(case_id: str, declared: str | None, installed: list[str]) -> str:
-    """The model region for a case: ``declared`` (region.json) wins; see the module docstring for the fallbacks."""
+_REGION_HINT = {"region.json": '/input/region.json (e.g. "Brain")', "--region": "--region (e.g. --region brain)"}
+
+
+def resolve_region(case_id: str, declared: str | None, installed: list[str], source: str = "region.json") -> str:
+    """The model region for a case: ``declared`` wins; see the module docstring for the fallbacks.
+
+    ``source`` names where a declared region comes from in the messages: ``"region.json"`` (the container) or
+    ``"--region"`` (``synthct predict``).
+    """
+    hint = _REGION_HINT.get(source, source)
     if declared is not None:
         implied = region_from_case_id(case_id)
         if implied is not None and implied != declared:
-            log.warning("case %s: id suggests %s but region.json says %s; using %s", case_id, implied, declared,
+            log.warning("case %s: id suggests %s but %s says %s; using %s", case_id, implied, source, declared,
                         declared)
         return declared
     implied = region_from_case_id(case_id)
     if len(installed) == 1:
         if implied is not None and implied != installed[0]:
             raise RegionError(
-                f"case {case_id}: no region.json; the case id suggests region {implied!r} but the only installed "
-                f"model is for {installed[0]!r}; add region.json to choose the model explicitly"
+                f"case {case_id}: no {source}; the case id suggests region {implied!r} but the only installed "
+                f"model is for {installed[0]!r}; add {hint} to choose the model explicitly"
             )
         return installed[0]
     if implied is None:
         raise RegionError(
-            f"case {case_id}: no region.json and the region cannot be derived from the case id; installed models: "
-            f"{installed}; provide /input/region.json (e.g. \"Brain\")"
+            f"case {case_id}: no {source} and the region cannot be derived from the case id; installed models: "
+            f"{installed}; provide {hint}"
         )
     return implied
 
 
-def find_model_packages(models_dir: Path) -> dict[str, Path]:
+def find_model_packages(models_dir: Path, problems: list[str] | None = None) -> dict[str, Path]:
     """Installed model packages by region: ``models_dir/model.json`` (one package) or ``models_dir/<region>/``.
 
-    Only the manifest's ``region`` field is read here; files are verified when a package is loaded.
+    Only the manifest's ``region`` field is read here; files are verified when a package is loaded. A single
+    package whose ``model.json`` is not valid JSON (or names no region) raises :class:`ModelPackageError` naming
+    the file and the parse error; in a folder of packages such a package is skipped, its message logged and
+    appended to ``problems`` (for the "no model installed" message of the cases that needed it).
     """
     if (models_dir / MANIFEST_NAME).is_file():
-        region = _peek_region(models_dir / MANIFEST_NAME)
-        return {region or "unknown": models_dir}
+        return {_peek_region(models_dir / MANIFEST_NAME): models_dir}
     found: dict[str, Path] = {}
     if not models_dir.is_dir():
         return found
     for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file()):
         name = folder.name.lower()
-        region = name if name in REGIONS else _peek_region(folder / MANIFEST_NAME)
-        if region is None:
-            log.warning("%s: cannot tell the region of this model package; ignored", folder)
+        try:
+            region = name if name in REGIONS else _peek_region(folder / MANIFEST_NAME)
+        except ModelPackageError as exc:
+            log.error("%s; package ignored", exc)
+            if problems is not None:
+                problems.append(str(exc))
             continue
         if region in found:
             log.warning("%s: a second package for region %s (keeping %s)", folder, region, found[region])
@@ -153,12 +166,20 @@ def find_model_packages(models_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _peek_region(manifest_path: Path) -> str | None:
+def _peek_region(manifest_path: Path) -> str:
+    """The ``region`` of a manifest; :class:`ModelPackageError` naming the file if it is not JSON or has none."""
     try:
-        region = json.loads(manifest_path.read_text(encoding="utf-8")).get("region")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
-    return region if isinstance(region, str) else None
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelPackageError(f"{manifest_path}: model manifest not readable ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelPackageError(f"{manifest_path}: model manifest is not valid JSON ({exc})") from exc
+    region = manifest.get("region") if isinstance(manifest, dict) else None
+    if not isinstance(region, str) or not region:
+        found = "not a JSON object" if not isinstance(manifest, dict) else f"region = {region!r}"
+        raise ModelPackageError(f"{manifest_path}: model manifest names no region ({found}; expected e.g. "
+                                f"\"region\": \"brain\")")
+    return region
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -172,7 +193,8 @@ def pair_cases(mr_paths: list[Path], mask_paths: list[Path], missing_mask: str =
     """Pair MR and mask files by case id (sorted by id); duplicated MRs or masks carry a ``problem``.
 
     An MR without a mask carries a ``problem`` (``missing_mask="error"``), or is marked for the automatic body mask
-    with a ``warning`` saying so (``missing_mask="auto"``: the container's fallback).
+    with a ``warning`` saying so (``missing_mask="auto"``: the container's fallback). The fallback is for masks that
+    are missing, not misnamed: when a given mask pairs with no MR, the MRs without a mask carry a ``problem``.
     """
     mrs: dict[str, list[Path]] = {}
     masks: dict[str, list[Path]] = {}
@@ -185,11 +207,17 @@ def pair_cases(mr_paths: list[Path], mask_paths: list[Path], missing_mask: str =
                  mask_paths[0].name)
         return [CaseFiles(strip_image_suffix(mr_paths[0].name), mr_paths[0], mask_paths[0])]
     cases = []
+    stray = sorted(p.name for case_id in set(masks) - set(mrs) for p in masks[case_id])
     for case_id in sorted(mrs):
         mr_files, mask_files = mrs[case_id], masks.get(case_id, [])
         problem = None
         if len(mr_files) > 1:
             problem = f"several MR files for case {case_id}: {[p.name for p in mr_files]}"
+        elif not mask_files and missing_mask == "auto" and stray:  # masks were given, just not named to pair
+            problem = (f"{mr_files[0]}: no body mask with case id {case_id!r}, and the given masks {stray} pair with "
+                       "no MR by case id; not falling back to an automatic mask (name each mask like its MR, e.g. "
+                       f"{case_id}{mr_files[0].name[len(case_id):]}; only one MR with one mask pairs whatever the "
+                       "names)")
         elif not mask_files and missing_mask == "auto":
             warning = (f"{mr_files[0]}: no body mask with case id {case_id!r}; the body mask was computed from the MR "
                        "(automatic body mask, synthct.body_mask)")

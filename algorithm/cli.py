@@ -10,7 +10,10 @@ cases, the planning-MR choice and the case ids; ``--series`` picks a series by U
 Without ``--mask`` the body mask is computed from the MR (``OUT/body/<case id>.mha``).
 Writes ``OUT/<case id>.mha`` (int16 HU, MR geometry), ``OUT/results.json``, ``OUT/qa/`` (unless ``--no-qa``) and,
 with ``--dicom-out``, ``OUT/dicom/<case id>/`` (CT Image Storage series; from a sagittal, coronal or oblique MR on a
-transverse grid unless ``--ct-grid mr``, see :mod:`synthct.dicom.transverse`). Exit status 1 if any case failed.
+transverse grid unless ``--ct-grid mr``, see :mod:`synthct.dicom.transverse`). Exit status 1 if any case failed, 2
+when nothing could run. ``OUT`` is checked (a writable folder), locked against a concurrent run and cleaned of the
+temporaries of a killed one before any inference (:mod:`synthct.outputs`); ``results.json`` and the QA page are
+merged per case with an earlier run's into the same ``OUT``.
 """
 
 from __future__ import annotations
@@ -73,9 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from algorithm.cases import RegionError, canonical_region, collect_cases, find_model_packages
-    from algorithm.runner import ExtraOutputs, ModelRegistry, run_cases
-    from synthct.atomic import write_json_atomic
+    from algorithm.cases import RegionError, canonical_region, collect_cases
     from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION
     from synthct.io import IMAGE_SUFFIXES
 
@@ -101,16 +102,46 @@ def run(args: argparse.Namespace) -> int:
         log.error("no MR images found in %s (accepted: image files %s, DICOM folders or trees at any depth, a "
                   "DICOMDIR, or a folder of either)", args.mr, ", ".join(IMAGE_SUFFIXES))
         return 2
-    packages = find_model_packages(args.model)
-    if not packages:
-        log.error("%s: no model package (model.json) found", args.model)
+    from synthct.outputs import OutputError, output_session, report_unexpected
+
+    try:  # checked, locked and cleaned of stale temporaries before any inference (synthct.outputs)
+        with output_session([args.out, args.out / "body", args.out / "dicom", args.out / "qa"], "predict"):
+            try:
+                return _predict_cases(args, cases, region, threshold)
+            except OSError as exc:
+                log.error("%s", exc)
+                return 2
+            except Exception as exc:
+                report_unexpected(log, exc, "synthct predict")
+                return 2
+    except OutputError as exc:
+        log.error("--out: %s", exc)
         return 2
-    registry = ModelRegistry(packages, args.backend, args.device, args.threads)
+
+
+def _predict_cases(args: argparse.Namespace, cases: list, region: str | None, threshold: float) -> int:
+    """Load the models, run the cases, merge results.json; the exit status (0, 1 if a case failed, 2 if none ran)."""
+    from algorithm.cases import find_model_packages
+    from algorithm.runner import ExtraOutputs, ModelRegistry, run_cases, write_results
+    from synthct.model_package import ModelPackageError
+
+    problems: list[str] = []
+    try:
+        packages = find_model_packages(args.model, problems)
+    except ModelPackageError as exc:
+        log.error("--model: %s", exc)
+        return 2
+    if not packages:
+        log.error("%s: no model package (model.json) found%s", args.model,
+                  f" ({'; '.join(problems)})" if problems else "")
+        return 2
+    registry = ModelRegistry(packages, args.backend, args.device, args.threads, problems)
     extra = ExtraOutputs(body_dir=args.out / "body", dicom_dir=args.out / "dicom" if args.dicom_out else None,
                          qa_dir=None if args.no_qa else args.out / "qa", threshold_fraction=threshold,
-                         ct_grid=args.ct_grid, ct_slice_mm=args.ct_slice_mm)
+                         ct_grid=args.ct_grid, ct_slice_mm=args.ct_slice_mm, region_source="--region")
     entries, failed = run_cases(cases, registry, args.out, region, None, args.batch_size, not args.no_progress,
                                 extra, args.resample)
-    write_json_atomic(args.out / "results.json", entries)
+    entries = [{"case_id": case.case_id, **entry} for case, entry in zip(cases, entries, strict=True)]
+    write_results(args.out / "results.json", entries)
     log.info("%d of %d case(s) written to %s", len(cases) - failed, len(cases), args.out)
     return 1 if failed else 0

@@ -2,9 +2,12 @@
 
 Reads ``/input/images/mri/<name>.{mha,nii.gz,nii,nrrd,mhd}``, the body masks in ``/input/images/body/`` (paired by
 case id; a case without one falls back to the automatic body mask of :mod:`synthct.body_mask`, with a warning in the
-log and in its results.json entry's ``warnings`` list) and ``/input/region.json``; writes
+log and in its results.json entry's ``warnings`` list, unless a given mask pairs with no MR: then the MRs without a
+mask fail, as the masks were meant for them) and ``/input/region.json``; writes
 ``/output/images/synthetic-ct/<name>.mha`` (int16 HU, MR geometry) and ``/output/results.json``. Exit status 0 when
-every case succeeded, 1 when any case failed, 2 when nothing could run.
+every case succeeded, 1 when any case failed, 2 when nothing could run (among others: an output folder that is
+not a writable folder, or is in use by another run; an unexpected error, whose traceback is written to
+``/output/synthct-errors.log``). A second run into the same output folder merges results.json per case.
 
 Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_MODELS``
 (/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|openvino|…),
@@ -15,6 +18,7 @@ spacing, see :mod:`synthct.geometry`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -23,9 +27,11 @@ from pathlib import Path
 
 from algorithm.backends import BACKENDS
 from algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
-from algorithm.runner import ModelRegistry, run_cases
+from algorithm.runner import ModelRegistry, run_cases, write_results
 from synthct.atomic import write_json_atomic
 from synthct.geometry import RESAMPLE_MODES
+from synthct.model_package import ModelPackageError
+from synthct.outputs import OutputError, output_session, report_unexpected
 
 log = logging.getLogger("algorithm")
 
@@ -53,10 +59,31 @@ def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> 
 
 
 def run_container(env: Mapping[str, str] | None = None) -> int:
-    """Process every case under the input folder; always writes results.json; returns the exit status."""
+    """Process every case under the input folder; writes results.json (unless /output is unusable: exit 2 then).
+
+    The output folder is checked (a writable folder), locked and cleaned of stale temporaries before any case is
+    read (:mod:`synthct.outputs`); results.json is merged per case with an earlier run's in the same folder.
+    """
     env = os.environ if env is None else env
-    input_dir = Path(env.get("SYNTHCT_INPUT") or "/input")
     output_dir = Path(env.get("SYNTHCT_OUTPUT") or "/output")
+    images_out = output_dir / "images" / "synthetic-ct"
+    try:
+        with output_session([output_dir, images_out], "algorithm job"):
+            try:
+                return _run_locked(env, output_dir)
+            except Exception as exc:  # a bug or an unreadable /input: one line, the traceback in the error log
+                report_unexpected(log, exc, "algorithm job failed before finishing its cases")
+                with contextlib.suppress(OSError):  # still leave a results.json
+                    if not (output_dir / "results.json").exists():
+                        write_json_atomic(output_dir / "results.json", [])
+                return EXIT_FATAL
+    except OutputError as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL
+
+
+def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
+    input_dir = Path(env.get("SYNTHCT_INPUT") or "/input")
     models_dir = Path(env.get("SYNTHCT_MODELS") or "/opt/app/models")
     results_path = output_dir / "results.json"
     images_out = output_dir / "images" / "synthetic-ct"
@@ -68,7 +95,7 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
         resample = _env_choice(env, "SYNTHCT_RESAMPLE", RESAMPLE_MODES)
     except ValueError as exc:
         log.error("%s", exc)
-        write_json_atomic(results_path, [])
+        write_results(results_path, [])
         return EXIT_FATAL
     progress = env.get("SYNTHCT_PROGRESS", "1").strip() not in ("0", "false", "no")
 
@@ -77,15 +104,20 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
     cases = pair_cases(list_images(mr_dir), list_images(mask_dir), missing_mask="auto")
     if not cases:
         log.error("no MR images found in %s (accepted: .mha, .mhd, .nii.gz, .nii, .nrrd)", mr_dir)
-        write_json_atomic(results_path, [])
+        write_results(results_path, [])
         return EXIT_FATAL
 
-    packages = find_model_packages(models_dir)
+    problems: list[str] = []
+    try:
+        packages = find_model_packages(models_dir, problems)
+    except ModelPackageError as exc:
+        packages, problems = {}, [str(exc)]
     log.info("%d case(s) in %s; models in %s: %s", len(cases), input_dir, models_dir, sorted(packages) or "none")
     extra_inputs = [{"type": "String", "filename": str(region_path)}] if region_path.exists() else []
     try:
         declared = read_region_file(region_path)
-        region_problem = None if packages else f"no model package found under {models_dir}"
+        region_problem = None if packages else (
+            "; ".join(problems) or f"no model package found under {models_dir}")
     except RegionError as exc:
         declared, region_problem = None, str(exc)
     if region_problem is not None:
@@ -95,13 +127,13 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
              + extra_inputs, "error_messages": [region_problem]}
             for c in cases
         ]
-        write_json_atomic(results_path, entries)
+        write_results(results_path, entries)
         return EXIT_CASE_FAILED
 
-    registry = ModelRegistry(packages, backend, device, threads)  # type: ignore[arg-type]
+    registry = ModelRegistry(packages, backend, device, threads, problems)  # type: ignore[arg-type]
     entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress,
                                 resample=resample)  # type: ignore[arg-type]  # checked by _env_choice
-    write_json_atomic(results_path, entries)
+    write_results(results_path, entries)
     log.info("%d of %d case(s) written to %s; results in %s", len(cases) - failed, len(cases), images_out,
              results_path)
     return EXIT_CASE_FAILED if failed else EXIT_OK
@@ -112,9 +144,6 @@ def main() -> int:
                         stream=sys.stdout)
     try:
         return run_container()
-    except Exception:  # a bug or an unreadable /input: say so, and still leave a results.json
-        log.exception("algorithm failed before finishing its cases")
-        output_dir = Path(os.environ.get("SYNTHCT_OUTPUT") or "/output")
-        if not (output_dir / "results.json").exists():
-            write_json_atomic(output_dir / "results.json", [])
+    except Exception as exc:  # a bug outside the output session (the traceback goes to the temp folder)
+        report_unexpected(log, exc, "algorithm job failed")
         return EXIT_FATAL

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def check_inputs(mr_image: sitk.Image, mask_image: sitk.Image, mr_name: str = "MR", mask_name: str = "mask") -> None:
-    """Raise :class:`ImageError` if the pair cannot be processed: not 3-D, geometry differs, NaN/inf, empty mask."""
+    """Raise :class:`ImageError` if the pair cannot be processed: not 3-D, geometry differs, NaN/inf, empty mask, an
+    MR without signal (constant or all ≤ 0) inside the mask."""
     for image, name in ((mr_image, mr_name), (mask_image, mask_name)):
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
             raise ImageError(f"{name}: expected a single-component 3-D image, got {image.GetDimension()}-D with "
@@ -38,8 +39,16 @@ def check_inputs(mr_image: sitk.Image, mask_image: sitk.Image, mr_name: str = "M
         if bad:
             raise ImageError(f"{mr_name}: {bad} voxels are NaN or infinite")
     mask = sitk.GetArrayViewFromImage(mask_image)
-    if not np.any(mask > 0):
+    body = mask > 0
+    if not np.any(body):
         raise ImageError(f"{mask_name}: the body mask is empty (no voxel > 0)")
+    seed = mr.flat[int(np.argmax(body))]  # a voxel inside the body: the reductions' start value, in the MR's dtype
+    low, high = float(np.min(mr, where=body, initial=seed)), float(np.max(mr, where=body, initial=seed))
+    if high == low:  # as the automatic mask refuses an MR without signal (synthct.body_mask.signal_range)
+        raise ImageError(f"{mr_name}: the MR has no signal inside the body mask (every voxel is {low:g})")
+    if high <= 0:
+        raise ImageError(f"{mr_name}: the MR has no positive intensity inside the body mask (maximum {high:g}); "
+                         "cannot normalise it")
 
 
 def predict_sct(

@@ -1,5 +1,8 @@
 """QA page for ``synthct predict``: per case ``OUT/qa/<case id>.png`` and one ``OUT/qa/index.html``.
 
+The page lists the cases of every run into the same folder (its rows are kept in ``OUT/qa/index.json``; a redone case
+replaces its row): :func:`merge_qa_rows`.
+
 The picture shows three planes through the body's centre (voxel-index planes: axial k, coronal j, sagittal i) —
 the MR with the mask outline, and the sCT in colour over the MR with an HU colour bar. The page has one row per
 case: the picture, an HU histogram inside the mask and flags worth a look before the sCT goes to planning:

@@ -8,6 +8,7 @@ case records its error and the others still run.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from algorithm.backends import Backend, Device, Predictor, make_predictor
 from algorithm.cases import CaseFiles, RegionError, resolve_region
 from algorithm.inference import check_inputs, predict_case
 from algorithm.qa import qa_case, write_qa_index
+from synthct.atomic import write_json_atomic
 from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION, body_mask_from_mr
 from synthct.geometry import ResampleMode
-from synthct.io import read_image, write_image
+from synthct.io import read_image, strip_image_suffix, write_image
 from synthct.model_package import ModelPackage, load_model_package
+from synthct.outputs import is_expected_failure, report_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ModelRegistry:
     backend: Backend = "auto"
     device: Device = "auto"
     threads: int | None = None
+    problems: list[str] = field(default_factory=list)
+    """Packages found but unusable (e.g. ``model.json`` not JSON): named in the "no model installed" message."""
     _loaded: dict[str, tuple[ModelPackage, Predictor] | Exception] = field(default_factory=dict)
 
     @property
@@ -52,7 +57,9 @@ class ModelRegistry:
         if region not in self._loaded:
             try:
                 if region not in self.packages:
-                    raise RegionError(f"no model installed for region {region!r} (installed: {self.regions})")
+                    unusable = f"; unusable: {'; '.join(self.problems)}" if self.problems else ""
+                    raise RegionError(f"no model installed for region {region!r} (installed: {self.regions}"
+                                      f"{unusable})")
                 package = load_model_package(self.packages[region], expected_region=region)
                 predictor = make_predictor(package, self.backend, self.device, self.threads)
                 log.info("region %s: model %s on %s (%s)", region, package.directory, predictor.description,
@@ -83,6 +90,8 @@ class ExtraOutputs:
     (the MR's own); a transverse MR always keeps its grid (:mod:`synthct.dicom.transverse`)."""
     ct_slice_mm: float | None = None
     """Slice spacing (mm) of a transverse DICOM CT grid; None: the MR's finest spacing, at least 1 mm."""
+    region_source: str = "region.json"
+    """Where a declared region comes from, as messages name it: ``region.json`` (container) or ``--region``."""
 
 
 @dataclass
@@ -148,7 +157,7 @@ def run_cases(
                 log.warning("[%d/%d] %s: %s", index, len(cases), case.case_id, case.warning)
             if case.problem is not None or (case.mask is None and not case.auto_mask):
                 raise ValueError(case.problem or f"{case.mr}: no body mask")
-            region = resolve_region(case.case_id, declared_region, registry.regions)
+            region = resolve_region(case.case_id, declared_region, registry.regions, extra.region_source)
             package, predictor = registry.get(region)
             entry["backend"] = {"description": predictor.description, "selection": predictor.selection}
             mr = load_mr(case)
@@ -203,8 +212,11 @@ def run_cases(
             failed += 1
             message = str(exc) if str(exc) else type(exc).__name__
             entry["error_messages"].append(message)
-            log.error("[%d/%d] %s failed: %s", index, len(cases), case.case_id, message)
-            log.debug("traceback", exc_info=True)
+            if is_expected_failure(exc):
+                log.error("[%d/%d] %s failed: %s", index, len(cases), case.case_id, message)
+                log.debug("traceback", exc_info=True)
+            else:  # a bug: one line here, the traceback in the output's error log
+                report_unexpected(log, exc, f"[{index}/{len(cases)}] {case.case_id} failed")
             if extra.qa_dir is not None:
                 qa_rows.append({"case_id": case.case_id, "error": message})
         if warnings:
@@ -218,6 +230,45 @@ def run_cases(
         except Exception as exc:  # the sCTs are written; a broken QA page must not hide them
             log.error("QA page not written: %s", exc)
     return entries, failed
+
+
+def results_key(entry: dict[str, Any]) -> str | None:
+    """The case a results.json entry belongs to: its ``case_id`` (``synthct predict``), else its MR file's name
+    without the image suffix (the container: the sCT is named like the MR)."""
+    if isinstance(entry.get("case_id"), str):
+        return entry["case_id"]
+    inputs = entry.get("inputs")
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) and isinstance(inputs[0].get("filename"),
+                                                                                       str):
+        return strip_image_suffix(Path(inputs[0]["filename"]).name)
+    return None
+
+
+def write_results(path: Path, entries: list[dict[str, Any]]) -> int:
+    """Write results.json atomically, merged per case with the one already there; returns the entries kept.
+
+    A case of this run replaces its earlier entry; earlier cases this run did not redo are kept (their outputs are
+    still in the folder). An unreadable earlier file is replaced, with a warning. Entries are sorted by case.
+    """
+    merged: dict[str | None, list[dict[str, Any]]] = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(previous, list) or not all(isinstance(e, dict) for e in previous):
+                raise ValueError("not a list of case entries")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("%s: earlier results not readable (%s); replaced by this run's", path, exc)
+            previous = []
+        for entry in previous:
+            merged.setdefault(results_key(entry), []).append(entry)
+    done = {results_key(entry) for entry in entries}
+    kept = [entry for key, group in merged.items() if key not in done or key is None for entry in group]
+    combined = sorted(kept + entries, key=lambda e: results_key(e) or "")
+    write_json_atomic(path, combined)
+    if kept:
+        log.info("%s: %d case(s) of this run, %d kept from earlier runs into the same folder", path, len(entries),
+                 len(kept))
+    return len(kept)
 
 
 def _qa_row(case: CaseFiles, region: str, mr: sitk.Image, sct: sitk.Image, mask: sitk.Image, qa_dir: Path,

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from train.config import config_from_dict
-from train.trainer import build_step_models, train_step, tune_cpu_allocator
+from train.process import tune_cpu_allocator
+from train.step import build_step_models, train_step
 
 
 def _volumes(patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

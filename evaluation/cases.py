@@ -7,6 +7,7 @@ Ground-truth folder layouts (``<ext>`` any of :data:`synthct.io.IMAGE_SUFFIXES`)
 
 Predictions: image files named by case id (``1BA001.mha``, or any name holding the id as a ``_``/``-`` separated
 token, e.g. ``sct_1BA001.nii.gz``), or case folders ``<ID>/sct.<ext>`` (or ``<ID>/`` holding a single image).
+Hidden files and folders (``.name``: among them synthct's temporaries, ``.synthct-tmp-*``) are never cases.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Job:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+    """An image file by its suffix; hidden files (``.name``, e.g. synthct's ``.synthct-tmp-*`` temporaries of an
+    interrupted write) are not."""
+    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _images_named(folder: Path, stem: str) -> list[Path]:
@@ -101,7 +104,7 @@ def _case_folders(root: Path) -> Iterable[Path]:
     base_depth = len(root.parts)
     for folder, dirs, files in os.walk(root):
         path = Path(folder)
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # hidden: temporaries, .git, …
         if len(path.parts) - base_depth >= MAX_CASE_DEPTH:
             dirs.clear()
         if any(strip_image_suffix(name) == "ct" and name.lower().endswith(IMAGE_SUFFIXES) for name in files):

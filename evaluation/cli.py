@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ground truth: ct/<ID>.<ext> + mask/<ID>.<ext>, or case folders <ID>/{ct,mask}.<ext> "
         "(also under Task1/<region>/)",
     )
-    parser.add_argument("--out", type=Path, default=Path("metrics.json"), help="metrics.json to write")
+    parser.add_argument("--out", type=Path, default=Path("metrics.json"),
+                        help="metrics.json to write (its folder is checked before any scoring: exit 2 if unusable)")
     parser.add_argument(
         "--mr",
         type=Path,
@@ -100,15 +101,32 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("synthct.evaluate").error("%s: structures folder not found", args.structures)
             return 2
         dose = DoseRequest(modalities(args.dose), config, args.structures)
-    return run_local(
-        args.pred,
-        args.gt,
-        args.out,
-        mr_dir=args.mr,
-        pictures_dir=args.pictures,
-        variant=args.variant,
-        only_predicted=args.only_predicted,
-        strict_geometry=not args.ignore_geometry,
-        progress=not args.no_progress,
-        dose=dose,
-    )
+    from synthct.outputs import OutputError, check_output_file, output_session, report_unexpected
+
+    log = logging.getLogger("synthct.evaluate")
+    try:  # the metrics file's folder and the pictures folder: checked, locked, cleaned before any scoring
+        check_output_file(args.out, "--out")
+        folders = [args.out.parent, *([args.pictures] if args.pictures is not None else [])]
+        with output_session(folders, "evaluate", create=folders):
+            try:
+                return run_local(
+                    args.pred,
+                    args.gt,
+                    args.out,
+                    mr_dir=args.mr,
+                    pictures_dir=args.pictures,
+                    variant=args.variant,
+                    only_predicted=args.only_predicted,
+                    strict_geometry=not args.ignore_geometry,
+                    progress=not args.no_progress,
+                    dose=dose,
+                )
+            except OSError as exc:
+                log.error("%s", exc)
+                return 2
+            except Exception as exc:
+                report_unexpected(log, exc, "synthct evaluate")
+                return 2
+    except OutputError as exc:
+        log.error("%s", exc)
+        return 2

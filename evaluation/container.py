@@ -9,7 +9,8 @@ Platform conventions (grand-challenge evaluation method; SynthRAD 2023/2025 eval
 - The case id comes from the job's *input* image name (the MR, else the body mask): its file stem, or the known id
   among its ``_``/``-`` separated tokens (``mri_1BA001.mha`` → ``1BA001``).
 - Ground truth is baked into the image: ``/opt/app/ground-truth/{ct,mask}/<ID>.<ext>``.
-- Scores go to ``/output/metrics.json`` (see :mod:`evaluation.scoring`); exit status 1 if any case failed.
+- Scores go to ``/output/metrics.json`` (see :mod:`evaluation.scoring`); exit status 1 if any case failed, 2 when
+  nothing could be scored (e.g. ``/output`` not a writable folder: checked before any scoring).
 
 Environment overrides: ``SYNTHCT_INPUT``, ``SYNTHCT_OUTPUT``, ``SYNTHCT_GROUND_TRUTH``, and
 ``SYNTHCT_METRICS_VARIANT`` (``synthrad2023`` default, or ``synthrad2025``).
@@ -33,6 +34,7 @@ from evaluation.cases import EvaluationError, GroundTruthCase, Job, find_ground_
 from evaluation.scoring import build_payload, evaluate_jobs, failed_count, write_metrics
 from synthct.io import IMAGE_SUFFIXES
 from synthct.metrics import VARIANTS, Variant
+from synthct.outputs import OutputError, output_session, report_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,8 @@ def prediction_path(job: dict[str, Any], input_dir: Path) -> tuple[Path | None, 
     if name and _safe_relative(name) is not None and (folder / name).is_file():
         return folder / name, None
     images = (
-        sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+               and p.name.lower().endswith(IMAGE_SUFFIXES))
         if (folder.is_dir())
         else []
     )
@@ -188,6 +191,19 @@ def main() -> int:
     except (ValueError, RuntimeError) as exc:
         log.error("SYNTHCT_DOSE: %s", exc)
         return 2
+    try:  # checked (a writable folder), locked and cleaned of stale temporaries before any scoring
+        with output_session([output_dir], "evaluation job"):
+            try:
+                return _evaluate(input_dir, ground_truth_dir, metrics_path, variant, dose)
+            except Exception as exc:  # a bug: one line, the traceback in /output/synthct-errors.log
+                report_unexpected(log, exc, "evaluation job")
+                return 2
+    except OutputError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def _evaluate(input_dir: Path, ground_truth_dir: Path, metrics_path: Path, variant: Variant, dose: Any) -> int:
     try:
         job_list = read_job_list(input_dir / "predictions.json")
         ground_truth = find_ground_truth(ground_truth_dir)

@@ -8,6 +8,6 @@ manifest (:mod:`synthct.model_package`).
 
 __version__ = "0.1.0"
 
-from synthct.telemetry import quiet_third_parties as _quiet_third_parties  # noqa: E402
+from synthct.telemetry import quiet_third_parties as _quiet_third_parties
 
 _quiet_third_parties()  # before any stage imports ONNX Runtime, OpenVINO or matplotlib

@@ -48,7 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as exc:  # a bug: one line here, the traceback in a file (on the console with --verbose)
+        if args.verbose:
+            raise
+        from synthct.outputs import report_unexpected
+
+        report_unexpected(logging.getLogger("synthct"), exc, f"synthct {args.command}")
+        return 2
 
 
 if __name__ == "__main__":

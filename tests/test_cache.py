@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_helpers import REPO, subprocess_env, write_tiny_dataset
+from train_helpers import REPO, subprocess_env, write_tiny_dataset
 
 from synthct.cache import (
     CacheError,

@@ -334,7 +334,7 @@ def test_qa_page_and_pictures(tmp_path: Path, package: Path) -> None:
     sitk.WriteImage(spiky_image, str(mri / "caseB<odd>.mha"))
     assert predict("--mr", mri, "--model", package, "--out", out) == 0
     qa = out / "qa"
-    assert sorted(p.name for p in qa.iterdir()) == ["caseA.png", "caseB<odd>.png", "index.html"]
+    assert sorted(p.name for p in qa.iterdir()) == ["caseA.png", "caseB<odd>.png", "index.html", "index.json"]
     for name in ("caseA.png", "caseB<odd>.png"):
         picture = sitk.ReadImage(str(qa / name))
         assert picture.GetSize()[0] > 600 and picture.GetSize()[1] > 400

@@ -137,7 +137,7 @@ def test_loader_with_workers_gives_the_same_batches() -> None:
 
 
 def _mapped_volumes(tmp_path, n_cases: int = 3):  # type: ignore[no-untyped-def]
-    from test_train_helpers import write_tiny_dataset
+    from train_helpers import write_tiny_dataset
 
     from synthct.cache import prepare_cache, settings_for_patch
     from train.data import mapped_train_volume

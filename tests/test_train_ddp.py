@@ -8,8 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
-from test_train_helpers import REPO, subprocess_env, tiny_config, write_config, write_tiny_dataset
+from train_helpers import HANG_GUARD_S, REPO, subprocess_env, tiny_config, write_config, write_tiny_dataset
 
 from train.checkpoint import load_checkpoint
 
@@ -57,6 +58,7 @@ RANK_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(2 * HANG_GUARD_S)
 def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
     data = write_tiny_dataset(tmp_path / "data", n_cases=5)  # 4 training cases: one epoch = 2 steps per rank
     config_path = write_config(tmp_path / "c.yaml", tiny_config(
@@ -71,7 +73,7 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
     process = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          str(config_path), str(run_dir), str(report)],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, encoding="utf-8", timeout=300,
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, encoding="utf-8", timeout=HANG_GUARD_S,
     )
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     ranks = [json.loads((report / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]

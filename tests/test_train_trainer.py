@@ -1,17 +1,17 @@
-"""The training loop in-process: a short run end to end, NaN stop, signal stop, bad input."""
+"""The training loop in-process: a short run end to end, NaN stop, signal stop, bad input, the time budget (on a
+fake clock: no outcome here depends on the machine's speed)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import tiny_config, write_config, write_tiny_dataset
+from train_helpers import FakeClock, tiny_config, write_config, write_tiny_dataset
 
 from synthct.cli import main as synthct_main
 from train import losses
@@ -95,24 +95,48 @@ def test_sigterm_stops_after_the_step_and_saves(dataset: Path, tmp_path: Path,
         train={"max_steps": 50, "epochs": 50}, validation={"every_epochs": 0, "at_end": True},
         data={"root": str(dataset)},
     ))
-    import train.trainer as trainer_module
-
     original = trainer_module.train_step
     steps = {"n": 0}
+    seen: list[object] = []
+    received: list[int] = []
 
     def step_then_signal(*args: object, **kwargs: object) -> dict[str, float]:
         values = original(*args, **kwargs)
         steps["n"] += 1
         if steps["n"] == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
+            seen.append(signal.getsignal(signal.SIGTERM))
+            signal.raise_signal(signal.SIGTERM)
         return values
 
+    def outer_handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
     monkeypatch.setattr(trainer_module, "train_step", step_then_signal)
-    result = Trainer(config, tmp_path / "run").run()
+    previous = signal.signal(signal.SIGTERM, outer_handler)
+    try:
+        result = Trainer(config, tmp_path / "run").run()
+        assert signal.getsignal(signal.SIGTERM) is outer_handler  # the caller's handler is back after the run
+        signal.raise_signal(signal.SIGTERM)  # and it is the one that runs now
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM]  # the trainer's own SIGTERM did not reach the caller's handler
+    assert seen and seen[0] is not outer_handler  # during the run the trainer's handler was installed
     assert result.stopped == "signal" and result.step == 1
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
     assert not (tmp_path / "run" / "validation").exists()  # no full validation when asked to stop
-    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+
+
+def test_stop_signals_request_a_stop_and_a_second_sigint_interrupts() -> None:
+    from train.process import StopSignals
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopSignals() as signals:
+        assert signals.received is None
+        signal.raise_signal(signal.SIGTERM)
+        assert signals.received == "SIGTERM"  # a request, not an exception: the step in progress finishes
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # asked twice: stop at once
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_bad_input_messages(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,20 +165,46 @@ def test_bad_input_messages(dataset: Path, tmp_path: Path, capsys: pytest.Captur
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 
 
-def test_time_budget_stops_in_time_and_validates_at_the_end(dataset: Path, tmp_path: Path) -> None:
-    budget_s = 18.0
+@pytest.mark.parametrize("at_end", [True, False])
+def test_time_budget_stops_in_time_and_validates_at_the_end(dataset: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, at_end: bool) -> None:
+    """A fake clock that advances 10 s per training step and never otherwise: the outcome is exact on any machine.
+
+    Reserve for the end of the run: the checkpoint estimate (2 s) plus, with ``validation.at_end``, the estimate of
+    the final validation over the 1 validation case (1 s per case + 1 s; its timed batch took 0 s on this clock).
+    Before each step the trainer stops if elapsed + one step (10 s) + reserve > budget (53 s): with the validation
+    at the end after 4 steps (40 + 10 + 4 > 53), without it after 5 (50 + 10 + 2 > 53, 40 + 10 + 2 ≤ 53).
+    """
+    clock = FakeClock()
+    original = trainer_module.train_step
+
+    def step_taking_10_s(*args: object, **kwargs: object) -> dict[str, float]:
+        values = original(*args, **kwargs)
+        clock.advance(10.0)
+        return values
+
+    monkeypatch.setattr(trainer_module, "train_step", step_taking_10_s)
     config = config_from_dict(tiny_config(
-        train={"max_steps": 0, "epochs": 1000, "max_minutes": budget_s / 60.0},
-        validation={"every_epochs": 0, "at_end": True, "batch_size": 1},
+        train={"max_steps": 0, "epochs": 1000, "max_minutes": 53.0 / 60.0},
+        validation={"every_epochs": 0, "at_end": at_end, "batch_size": 1},
         optim={"schedule": "cosine", "warmup_steps": 2},
+        logging={"log_every_steps": 1},
         data={"root": str(dataset)},
     ))
-    result = Trainer(config, tmp_path / "run").run()
-    assert result.stopped == "time_budget"
-    assert result.step >= 1
-    assert result.seconds <= budget_s + 10.0  # the estimate of the final validation may be off by a little
-    assert len(list((tmp_path / "run" / "validation").glob("*.json"))) == 1
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == result.step
+    run = tmp_path / "run"
+    trainer = Trainer(config, run, clock=clock)
+    result = trainer.run()
+    steps = 4 if at_end else 5
+    assert (result.stopped, result.step, result.seconds) == ("time_budget", steps, 10.0 * steps)
+    assert len(list(run.glob("validation/*.json"))) == (1 if at_end else 0)
+    assert load_checkpoint(run / "last.pt")["step"] == steps
+    # the cosine schedule runs over the budget's training time (53 s less the reserve), read on the same clock
+    reserve = 4.0 if at_end else 2.0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    learning_rates = [r["lr"] for r in records if r["kind"] == "train"]
+    expected = [config.optim.lr_generator * trainer_module.lr_factor(config, k, 10.0 * k / (53.0 - reserve))
+                for k in range(steps)]
+    assert learning_rates == pytest.approx(expected, rel=1e-9)
 
 
 def test_learning_rate_schedule() -> None:

@@ -1,9 +1,8 @@
-"""The training loop: 3D Pix2Pix (SwinUNETR generator, conditional PatchGAN), DDP, AMP, checkpoints, validation.
+"""The training loop: 3D Pix2Pix (SwinUNETR generator, conditional PatchGAN), DDP, checkpoints, validation.
 
-One step: the generator predicts the CT of a batch of MR patches; the generator loss (eq. 2) is computed with the
-discriminator frozen and the discriminator loss on (MR, CT) vs (MR, P.detach()) pairs, from the same
-discriminator state; both losses are checked for NaN/inf on every rank before any weight changes; then both
-networks take an AdamW step. Rank 0 alone writes checkpoints, logs and validates.
+The loop's parts live beside it: one optimisation step in :mod:`train.step`, process settings (allocator, heap
+trim, locale, seeding, signals) in :mod:`train.process`, the wall-clock budget in :mod:`train.budget`. Rank 0 alone
+writes checkpoints, logs and validates.
 
 Run folder: ``config.yaml`` (resolved config), ``split.json``, ``last.pt``, ``best.pt`` (lowest validation MAE),
 ``log.jsonl``, ``validation/step_*.json``, ``tensorboard/``.
@@ -11,24 +10,17 @@ Run folder: ``config.yaml`` (resolved config), ``split.json``, ``last.pt``, ``be
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import locale
 import logging
 import math
 import os
-import random
-import signal
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from synthct.atomic import write_text_atomic
@@ -42,8 +34,8 @@ from synthct.cache import (
 )
 from synthct.dataset import DatasetError, make_split, read_split, write_split
 from synthct.geometry import NetworkGeometry
-from train import losses
 from train.augment import apply_batch_affine
+from train.budget import Clock, TimeBudget, final_reserve_s
 from train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -53,7 +45,7 @@ from train.checkpoint import (
     save_checkpoint,
     versions,
 )
-from train.config import Config, ConfigError, dump_config
+from train.config import Config, dump_config
 from train.data import (
     TrainVolume,
     ValidationVolume,
@@ -72,17 +64,23 @@ from train.distributed import (
     select_device,
 )
 from train.logs import RunLog
-from train.models import build_discriminator, build_generator
+from train.process import StopSignals, peak_rss_mb, seed_everything, trim_heap, tune_cpu_allocator
+from train.step import (
+    StepModels,
+    TrainingDiverged,
+    build_step_models,
+    lr_factor,
+    prepare_inputs,
+    train_step,
+)
 from train.validate import ValidationResult, count_windows, make_predictor, slice_grid, validate
+
+__all__ = ["STOP_REASONS", "DataProblem", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
 
 log = logging.getLogger("synthct.train")
 
 
 STOP_REASONS = ("signal", "max_steps", "time_budget")
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the run stopped without writing the bad weights."""
 
 
 class DataProblem(ValueError):
@@ -102,325 +100,25 @@ class TrainResult:
     seconds: float = 0.0
 
 
-@dataclass
-class StepModels:
-    """What a training step needs (also used by benchmarks/bench_train.py)."""
-
-    generator: torch.nn.Module
-    discriminator: torch.nn.Module
-    generator_ddp: torch.nn.Module
-    discriminator_ddp: torch.nn.Module
-    optimizer_g: torch.optim.Optimizer
-    optimizer_d: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    generator_train: torch.nn.Module | None = None
-    """What the step calls: ``generator_ddp``, compiled when ``train.compile`` is on."""
-    discriminator_train: torch.nn.Module | None = None
-    """The discriminator loss's call: ``discriminator_ddp``, compiled when ``train.compile`` is on."""
-    discriminator_frozen: torch.nn.Module | None = None
-    """The generator loss's call (no DDP, frozen weights): ``discriminator``, compiled when compiling."""
-    compiled: str = "off"
-    """The torch.compile mode in use ("off" after a fallback)."""
-    channels_last: bool = False
-
-    def __post_init__(self) -> None:
-        self.generator_train = self.generator_train or self.generator_ddp
-        self.discriminator_train = self.discriminator_train or self.discriminator_ddp
-        self.discriminator_frozen = self.discriminator_frozen or self.discriminator
-
-    def use_eager(self) -> None:
-        """Fall back from compiled to eager modules (same parameters)."""
-        self.generator_train, self.discriminator_train = self.generator_ddp, self.discriminator_ddp
-        self.discriminator_frozen = self.discriminator
-        self.compiled = "off"
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a GradScaler is needed) for ``train.amp`` on ``device``."""
-    if amp == "off":
-        return None, False
-    if amp == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16, False
-        return None, False
-    if amp == "bf16":
-        return torch.bfloat16, False
-    if amp == "fp16":
-        return torch.float16, True
-    raise ConfigError(f"train.amp: unknown value {amp!r}")
-
-
-def build_step_models(config: Config, device: torch.device, info: DistInfo | None = None) -> StepModels:
-    """Generator, discriminator (DDP-wrapped when distributed), AdamW optimisers and the GradScaler."""
-    info = info or DistInfo()
-    model_config = config.to_dict()["model"]
-    generator = build_generator(model_config).to(device)
-    discriminator = build_discriminator(model_config).to(device)
-    if config.train.channels_last:
-        generator = generator.to(memory_format=torch.channels_last_3d)
-        discriminator = discriminator.to(memory_format=torch.channels_last_3d)
-    optim = config.optim
-    fused = {"fused": True} if optim.fused and device.type == "cuda" else {}
-    optimizer_g = torch.optim.AdamW(generator.parameters(), lr=optim.lr_generator, betas=tuple(optim.betas),
-                                    weight_decay=optim.weight_decay, **fused)
-    optimizer_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.lr_discriminator, betas=tuple(optim.betas),
-                                    weight_decay=optim.weight_decay, **fused)
-    amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    generator_ddp: torch.nn.Module = generator
-    discriminator_ddp: torch.nn.Module = discriminator
-    if info.enabled:
-        device_ids = [device.index] if device.type == "cuda" else None
-        generator_ddp = DistributedDataParallel(generator, device_ids=device_ids)
-        discriminator_ddp = DistributedDataParallel(discriminator, device_ids=device_ids)
-    models = StepModels(generator, discriminator, generator_ddp, discriminator_ddp, optimizer_g, optimizer_d, scaler,
-                        device, amp_dtype, channels_last=config.train.channels_last)
-    if config.train.compile != "off":
-        compile_models(models, config.train.compile)
-    return models
-
-
-def restore_utf8_ctype() -> None:
-    """Give the process a UTF-8 ``LC_CTYPE`` again if a C library (ITK does) reset it to ``C``.
-
-    TorchInductor reads its kernel templates with the locale's encoding; under ``C`` that is ASCII and compiling
-    fails on their non-ASCII characters. Tried in order: the environment's locale, ``C.UTF-8``.
-    """
-    if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":
-        return
-    for name in ("", "C.UTF-8"):
-        try:
-            locale.setlocale(locale.LC_CTYPE, name)
-        except locale.Error:
-            continue
-        if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":
-            log.debug("LC_CTYPE set to %r for torch.compile", locale.setlocale(locale.LC_CTYPE))
-            return
-
-
-def compile_models(models: StepModels, mode: str) -> None:
-    """``torch.compile`` the training calls of both networks (lazily: the work happens at the first step).
-
-    Dynamo's ``suppress_errors`` lets a graph that cannot be compiled run eagerly; :func:`train_step` falls back to
-    eager for good if the first compiled step still fails. The eager modules (checkpoints, validation) are untouched.
-    """
-    import torch._dynamo
-
-    restore_utf8_ctype()
-    torch._dynamo.config.suppress_errors = True
-    options = {"mode": mode} if mode != "default" else {}
-    try:
-        models.generator_train = torch.compile(models.generator_ddp, **options)
-        models.discriminator_train = torch.compile(models.discriminator_ddp, **options)
-        models.discriminator_frozen = torch.compile(models.discriminator, **options)
-        models.compiled = mode
-    except Exception as exc:  # an unsupported platform or backend: train eagerly
-        log.warning("torch.compile(mode=%s) is not available here (%s): training eagerly", mode, exc)
-        models.use_eager()
-
-
-def prepare_inputs(models: StepModels, *tensors: torch.Tensor) -> list[torch.Tensor]:
-    """Batches on the models' device (non-blocking from pinned memory) and memory format."""
-    moved = [t.to(models.device, non_blocking=True) for t in tensors]
-    if models.channels_last:
-        moved = [t.contiguous(memory_format=torch.channels_last_3d) for t in moved]
-    return moved
-
-
-def _autocast(models: StepModels) -> Any:
-    if models.amp_dtype is None:
-        return torch.autocast(device_type=models.device.type, enabled=False)
-    return torch.autocast(device_type=models.device.type, dtype=models.amp_dtype)
-
-
-def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
-    for parameter in module.parameters():
-        parameter.requires_grad_(flag)
-
-
-def train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: Config, use_gan: bool,
-               all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
-    """One optimisation step of both networks on a batch (B, 1, z, y, x) of normalised MR / CT patches.
-
-    Returns the loss terms as floats (``l1``, ``ssim``, ``gan``, ``total`` of the generator, ``d`` of the
-    discriminator). Raises :class:`TrainingDiverged` before any weight update if a loss is not finite on any rank
-    (``all_finite`` combines the ranks' verdicts). With compiled networks, a step that fails to compile is redone
-    eagerly and the run continues eagerly.
-    """
-    if models.compiled == "off":
-        return _train_step(models, mr, ct, config, use_gan, all_finite)
-    try:
-        return _train_step(models, mr, ct, config, use_gan, all_finite)
-    except TrainingDiverged:
-        raise
-    except Exception as exc:
-        log.warning("compiled step failed (%s: %s): falling back to eager for the rest of the run",
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-        models.use_eager()
-        return _train_step(models, mr, ct, config, use_gan, all_finite)
-
-
-def _train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: Config, use_gan: bool,
-                all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
-    loss_config = config.loss
-    models.optimizer_g.zero_grad(set_to_none=True)
-    models.optimizer_d.zero_grad(set_to_none=True)
-    assert models.generator_train is not None and models.discriminator_train is not None
-    assert models.discriminator_frozen is not None
-    with _autocast(models):
-        prediction = models.generator_train(mr)
-        fake_logits = None
-        if use_gan:
-            _set_requires_grad(models.discriminator, False)
-            fake_logits = models.discriminator_frozen(mr, prediction)
-            _set_requires_grad(models.discriminator, True)
-        terms = losses.generator_loss(
-            prediction, ct, fake_logits, alpha=loss_config.alpha, lambda_gan=loss_config.lambda_gan,
-            weighting=loss_config.weighting, floor=loss_config.weight_floor, gan_mode=loss_config.gan_mode,
-            ssim_window=loss_config.ssim_window, ssim_kernel=loss_config.ssim_kernel,
-        )
-        loss_d = None
-        if use_gan:
-            pairs_mr = torch.cat([mr, mr], dim=0)
-            pairs_ct = torch.cat([ct, prediction.detach().to(ct.dtype)], dim=0)
-            logits = models.discriminator_train(pairs_mr, pairs_ct)
-            real_logits, fake_logits_d = torch.chunk(logits, 2, dim=0)
-            loss_d = losses.discriminator_gan_loss(real_logits, fake_logits_d, loss_config.gan_mode)
-    values = {key: float(value.detach()) for key, value in terms.items()}
-    values["d"] = float(loss_d.detach()) if loss_d is not None else 0.0
-    finite = all(math.isfinite(v) for v in values.values())
-    if all_finite is not None:
-        finite = all_finite(finite)
-    if not finite:
-        raise TrainingDiverged("non-finite loss (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items()) + ")")
-    scaler = models.scaler
-    scaler.scale(terms["total"]).backward()
-    if loss_d is not None:
-        scaler.scale(loss_d).backward()
-    clip = config.optim.grad_clip
-    if clip > 0:
-        scaler.unscale_(models.optimizer_g)
-        torch.nn.utils.clip_grad_norm_(models.generator.parameters(), clip)
-        if loss_d is not None:
-            scaler.unscale_(models.optimizer_d)
-            torch.nn.utils.clip_grad_norm_(models.discriminator.parameters(), clip)
-    scaler.step(models.optimizer_g)
-    if loss_d is not None:
-        scaler.step(models.optimizer_d)
-    scaler.update()
-    return values
-
-
-def lr_factor(config: Config, step: int, progress: float) -> float:
-    """Learning-rate multiplier at ``step`` (0-based, the step about to be taken) and run ``progress`` in [0, 1]:
-    linear warm-up over ``optim.warmup_steps``, then constant (paper) or cosine decay to ``min_lr_fraction``."""
-    optim = config.optim
-    factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
-    if optim.schedule == "cosine":
-        progress = min(max(progress, 0.0), 1.0)
-        factor *= optim.min_lr_fraction + (1.0 - optim.min_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
-
-
 def steps_per_epoch(n_train: int, config: Config, world_size: int) -> int:
     """Steps (per rank) of one epoch: n_train × patches_per_volume patches over all ranks."""
     patches = n_train * config.data.patches_per_volume
     return max(1, math.ceil(patches / (config.train.batch_size * world_size)))
 
 
-def tune_cpu_allocator() -> bool:
-    """Keep freed memory in glibc's heap instead of returning it to the OS after every step (Linux/glibc only).
-
-    Training allocates and frees tens of MB per activation; with glibc's defaults each such block is a fresh
-    ``mmap`` whose pages fault in again on every step, which on CPU costs ~30 % of a step in kernel time. Raising
-    the mmap and trim thresholds (and padding heap growth) removes most of it. The environment variable
-    ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736`` (set before
-    the process starts) goes further, as ``mallopt`` caps the mmap threshold at 32 MiB. Returns True if applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    settings = (  # (mallopt parameter, value, tunable name, legacy environment variable)
-        (-3, 32 * 1024 * 1024, "mmap_threshold", "MALLOC_MMAP_THRESHOLD_"),
-        (-1, 2**31 - 1, "trim_threshold", "MALLOC_TRIM_THRESHOLD_"),
-        (-2, 256 * 1024 * 1024, "top_pad", "MALLOC_TOP_PAD_"),
-    )
-    applied = False
-    for parameter, value, tunable, variable in settings:
-        if f"glibc.malloc.{tunable}" in tunables or variable in os.environ:
-            continue  # the user's setting wins
-        applied |= libc.mallopt(parameter, value) == 1
-    return applied
-
-
-def trim_heap() -> bool:
-    """Return the C heap's free memory to the OS (glibc ``malloc_trim``; Linux only). Called before validation:
-    :func:`tune_cpu_allocator` keeps freed training memory in the heap, and validation's large arrays would
-    otherwise add to it. Returns True if memory was released."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (MB, memory-mapped pages included); 0 where ``resource`` is missing."""
-    try:
-        import resource
-    except ImportError:  # not POSIX
-        return 0.0
-    scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM → stop after the current step (a second SIGINT interrupts at once)."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = name
-        log.warning("%s received: stopping after the current step and saving a checkpoint", name)
-
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
 
 class Trainer:
-    """Trains one run. ``started`` is the monotonic time the command started (for ``train.max_minutes``)."""
+    """Trains one run. ``clock`` gives the time (``time.monotonic``; tests pass a fake one), ``started`` the
+    clock's reading when the command started (default: now), from which ``train.max_minutes`` counts."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False,
-                 started: float | None = None) -> None:
+                 started: float | None = None, clock: Clock = time.monotonic) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume = resume
-        self.started = time.monotonic() if started is None else started
+        self.clock = clock
+        self.started = clock() if started is None else started
+        self.budget = TimeBudget(config.train.max_minutes * 60.0, self.started, clock)
         self.step = 0
         self.epoch = 0
         self.step_in_epoch = 0
@@ -534,12 +232,18 @@ class Trainer:
                         "uninterrupted run", self.info.world_size, sampler.get("world_size"))
         best = checkpoint.get("best_mae")
         self.best_mae = float(best) if best is not None else None
+        best_cases = checkpoint.get("best_cases")
+        self.best_cases = int(best_cases) if best_cases is not None else None
+        if self.best_mae is not None and self.best_cases is None:  # a checkpoint from before best_cases was saved
+            log.warning("%s does not say how many validation cases its best MAE (%.2f HU) was measured on: the next "
+                        "validation starts a new best", path, self.best_mae)
+            self.best_mae = None
         self.last_metrics = {k: float(v) for k, v in checkpoint["metrics"].items()}
         self.last_validation_step = int(checkpoint.get("last_validation_step", -1))
         if self.info.is_main:
             restore_rng(checkpoint["rng"])
         else:
-            _seed_everything(self.config.train.seed + 1000 * self.info.rank + self.step)
+            seed_everything(self.config.train.seed + 1000 * self.info.rank + self.step)
         log.info("resumed from %s: step %d, epoch %d (+%d steps)", path, self.step, self.epoch, self.step_in_epoch)
 
     # ------------------------------------------------------------------------------------------- checkpoints
@@ -562,6 +266,7 @@ class Trainer:
             "rng": rng,
             "metrics": dict(self.last_metrics),
             "best_mae": self.best_mae,
+            "best_cases": self.best_cases,
             "last_validation_step": self.last_validation_step,
             "versions": versions(),
             "geometry": self.geometry.to_dict() if self.geometry is not None else None,
@@ -570,9 +275,9 @@ class Trainer:
     def _save(self, name: str) -> None:
         if not self.info.is_main:
             return
-        began = time.monotonic()
+        began = self.clock()
         save_checkpoint(self.run_dir / name, self._checkpoint())
-        self.checkpoint_estimate_s = max(self.checkpoint_estimate_s, time.monotonic() - began)
+        self.checkpoint_estimate_s = max(self.checkpoint_estimate_s, self.clock() - began)
 
     # -------------------------------------------------------------------------------------------- validation
     def _validation_cases(self, final: bool) -> list[ValidationVolume]:
@@ -588,10 +293,12 @@ class Trainer:
         volumes = self._validation_cases(final)
         if self.info.is_main and volumes:
             trim_heap()  # validation starts from the model's memory, not from training's high-water mark
+            began = self.clock()
             result = validate(self.models.generator, volumes, self.config, self.models.device,
                               self.models.amp_dtype)
             # the time budget reserves room for the final validation, over every case
-            self.validation_estimate_s = result.seconds * len(self.val_volumes) / len(volumes) * 1.1 + 1.0
+            seconds = self.clock() - began
+            self.validation_estimate_s = seconds * len(self.val_volumes) / len(volumes) * 1.1 + 1.0
             self.last_metrics = dict(result.mean)
             self._log_validation(result, "_all" if final and self.config.validation.max_cases else "")
             mae = result.mean.get("mae")
@@ -611,7 +318,7 @@ class Trainer:
         assert self.run_log is not None
         payload = {"step": self.step, "epoch": self.epoch, "seconds": result.seconds, "mean": result.mean,
                    "aggregates": result.aggregates, "cases": result.per_case,
-                   "elapsed_s": time.monotonic() - self.started}
+                   "elapsed_s": self.clock() - self.started}
         self.run_log.validation_file(self.step, payload, suffix)
         self.run_log.record("validation", self.step, {"epoch": self.epoch, **result.mean, "seconds": result.seconds,
                                                        "elapsed_s": payload["elapsed_s"]})
@@ -635,9 +342,9 @@ class Trainer:
             windows = np.full((batch, 1, *patch), -1.0, dtype=np.float32)
             timings = []
             for _ in range(2):  # the first call also sets up kernels: the second is the one to go by
-                began = time.monotonic()
+                began = self.clock()
                 predictor(windows)
-                timings.append(time.monotonic() - began)
+                timings.append(self.clock() - began)
             per_batch = timings[-1]
             self.models.generator.train()
             volumes = self._validation_cases(final=True)
@@ -648,13 +355,17 @@ class Trainer:
         return self.validation_estimate_s
 
     # ------------------------------------------------------------------------------------------------- loop
+    def _budgeted(self) -> bool:
+        """Whether a time budget applies here (rank 0 decides; the ranks share its verdict)."""
+        return self.budget.enabled and self.info.is_main
+
+    def _reserve_s(self) -> float:
+        """Seconds kept for the end of the run (final validation when ``validation.at_end``, last checkpoint)."""
+        return final_reserve_s(self._estimate_validation, self.checkpoint_estimate_s, self.config.validation.at_end)
+
     def _out_of_time(self, upcoming: float) -> bool:
         """True when ``upcoming`` seconds of work would leave no room for the final validation and checkpoint."""
-        budget = self.config.train.max_minutes * 60.0
-        if budget <= 0 or not self.info.is_main:
-            return False
-        reserve = (self._estimate_validation() if self.config.validation.at_end else 0.0) + self.checkpoint_estimate_s
-        return time.monotonic() - self.started + upcoming + reserve > budget
+        return self._budgeted() and self.budget.exceeded(upcoming, self._reserve_s())
 
     def _validation_due(self, epoch_done: bool) -> bool:
         validation = self.config.validation
@@ -666,23 +377,23 @@ class Trainer:
         """Train until the epochs, ``max_steps`` or ``max_minutes`` run out or a signal arrives."""
         device = self._setup_process()
         try:
-            with _StopSignals() as signals:
+            with StopSignals() as signals:
                 return self._run(device, signals)
         finally:
             if self.run_log is not None:
                 self.run_log.close()
             cleanup(self.info)
 
-    def _run(self, device: torch.device, signals: _StopSignals) -> TrainResult:
+    def _run(self, device: torch.device, signals: StopSignals) -> TrainResult:
         config = self.config
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.yaml", dump_config(config))
-        _seed_everything(config.train.seed)
+        seed_everything(config.train.seed)
         self._load_data(device)
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.models = models = build_step_models(config, device, self.info)
-        _seed_everything(config.train.seed + 1000 * self.info.rank)
+        seed_everything(config.train.seed + 1000 * self.info.rank)
         if self.resume:
             self._restore(models)
         if self.info.is_main:
@@ -718,7 +429,7 @@ class Trainer:
                                             (models.optimizer_d, config.optim.lr_discriminator)):
                         for group in optimizer.param_groups:
                             group["lr"] = base * learning_rate_factor
-                    began = time.monotonic()
+                    began = self.clock()
                     use_gan = config.loss.lambda_gan > 0 and self.step >= config.loss.gan_warmup_steps
                     if on_device:
                         batch = apply_batch_affine({key: value.to(device, non_blocking=True)
@@ -735,7 +446,7 @@ class Trainer:
                                                f"checkpoint {where}") from None
                     self.step += 1
                     self.step_in_epoch += 1
-                    elapsed = time.monotonic() - began
+                    elapsed = self.clock() - began
                     self.step_estimate_s = elapsed if self.step_estimate_s is None else \
                         0.8 * self.step_estimate_s + 0.2 * elapsed
                     self._log_step(values, running, bar)
@@ -747,8 +458,7 @@ class Trainer:
                     if epoch_done or (every and self.step % every == 0):
                         self._save("last.pt")
                     if self._validation_due(epoch_done):
-                        budgeted = config.train.max_minutes > 0 and self.info.is_main
-                        upcoming = self._estimate_validation() if budgeted else 0.0
+                        upcoming = self._estimate_validation() if self._budgeted() else 0.0
                         no_time = any_rank([self._out_of_time(upcoming)], self.info, device)[0]
                         if not no_time:
                             self._validate()
@@ -767,7 +477,7 @@ class Trainer:
             self._validate(final=True)
         self._save("last.pt")
         result = TrainResult(self.step, self.epoch, stopped, self.best_mae, dict(self.last_metrics),
-                             time.monotonic() - self.started)
+                             self.clock() - self.started)
         rss = peak_rss_mb()
         rss_max = max_over_ranks([rss], self.info, device)[0]
         if self.run_log is not None:
@@ -782,14 +492,11 @@ class Trainer:
         """Fraction of the run done: the larger of steps done / total steps and, with a time budget, of the
         training time used (the budget less the final validation and checkpoint)."""
         progress = self.step / max(total_steps, 1)
-        budget = self.config.train.max_minutes * 60.0
-        if budget > 0 and self.info.is_main:
-            reserve = (self._estimate_validation() if self.config.validation.at_end else 0.0) + \
-                self.checkpoint_estimate_s
-            progress = max(progress, (time.monotonic() - self.started) / max(budget - reserve, 1e-6))
+        if self._budgeted():
+            progress = max(progress, self.budget.used(self._reserve_s()))
         return min(progress, 1.0)
 
-    def _stop_flags(self, signals: _StopSignals) -> list[bool]:
+    def _stop_flags(self, signals: StopSignals) -> list[bool]:
         """This rank's reasons to stop before the next step, in the order of :data:`STOP_REASONS`."""
         return [
             signals.received is not None,
@@ -809,11 +516,9 @@ class Trainer:
             return
         for key, value in values.items():
             running.setdefault(key, []).append(value)
-        budget = self.config.train.max_minutes * 60.0
-        if budget > 0 and self.step_estimate_s:  # the bar's total: the steps the time budget leaves room for
-            reserve = self._estimate_validation() + self.checkpoint_estimate_s
-            left = max(0.0, budget - reserve - (time.monotonic() - self.started))
-            bar.total = max(self.step, min(self.total_steps, self.step + int(left / self.step_estimate_s)))
+        if self.budget.enabled and self.step_estimate_s:  # the bar's total: the steps the budget leaves room for
+            left = self.budget.steps_left(self._reserve_s(), self.step_estimate_s)
+            bar.total = max(self.step, min(self.total_steps, self.step + left))
         bar.update(1)
         bar.set_postfix({"l1": f"{values['l1']:.4f}", "ssim": f"{values['ssim']:.3f}", "gan": f"{values['gan']:.3f}",
                          "d": f"{values['d']:.3f}", "ep": self.epoch}, refresh=False)
@@ -821,5 +526,6 @@ class Trainer:
             means = {key: float(np.mean(v)) for key, v in running.items()}
             running.clear()
             self.run_log.record("train", self.step, {"epoch": self.epoch, **means,
-                                                     "elapsed_s": time.monotonic() - self.started})
+                                                     "elapsed_s": self.clock() - self.started})
             self.run_log.scalars("train", self.step, means)
+

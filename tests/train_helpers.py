@@ -1,4 +1,5 @@
-"""Shared helpers of the trainer tests (no tests here): a tiny on-disk dataset and a tiny config."""
+"""Shared helpers of the trainer tests (no tests here; not collected): a tiny on-disk dataset, a tiny config, a
+fake clock, child-process settings."""
 
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+HANG_GUARD_S = 1800
+"""Timeout of a child process in these tests: a guard against a hang, not a speed requirement (a machine busy with
+other work may take many times a quiet one's time)."""
+
+
+class FakeClock:
+    """A clock for ``Trainer(clock=...)`` that moves only when told to (:meth:`advance`): time budgets become
+    deterministic, whatever the machine's speed."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def write_tiny_dataset(root: Path, n_cases: int = 3, shape: tuple[int, int, int] = (40, 56, 52)) -> Path:

@@ -1,4 +1,6 @@
-"""The faster-step switches give the same training: torch.compile (and its fallback), channels-last-3d."""
+"""The faster-step switches give the same training: torch.compile (and its fallback), channels-last-3d.
+
+Behaviour only: how much faster they are is measured in benchmarks/bench_train.py, not asserted here."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from torch import nn
 
 from train.config import config_from_dict
 from train.models import PatchDiscriminator
-from train.trainer import StepModels, compile_models, train_step
+from train.step import StepModels, compile_models, train_step
 
 
 def _models(channels_last: bool = False) -> StepModels:
@@ -90,7 +92,7 @@ def test_restore_utf8_ctype_undoes_a_c_locale() -> None:
     """ITK may reset LC_CTYPE to C in-process; torch.compile then fails reading its templates as ASCII."""
     import locale
 
-    from train.trainer import restore_utf8_ctype
+    from train.process import restore_utf8_ctype
 
     before = locale.setlocale(locale.LC_CTYPE)
     try:
