@@ -59,6 +59,7 @@ from synthct.geometry import (
     training_geometry,
 )
 from synthct.intensity import HU_MIN, mr_scale, normalise_ct
+from synthct.outputs import remove_stale_temporaries
 
 log = logging.getLogger("synthct.cache")
 
@@ -501,6 +502,9 @@ def prepare_cache(root: str | os.PathLike[str], settings: CacheSettings,
 
 def _prepare_locked(root: Path, settings: CacheSettings, cache_dir: Path, workers: int, progress: bool,
                     verify_hashes: bool, report: Callable[[str], None]) -> CacheIndex:
+    cases_folder = cache_dir / CASES_FOLDER
+    case_folders = sorted(p for p in cases_folder.iterdir() if p.is_dir()) if cases_folder.is_dir() else []
+    remove_stale_temporaries([cache_dir, cases_folder, *case_folders])  # we hold the cache's lock: all are stale
     cases = find_cases(root, region=settings.region)
     manifest, stale, global_problems = stale_cases(cases, cache_dir, settings, root, verify_hashes)
     fresh_start = bool(global_problems)

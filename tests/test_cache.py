@@ -237,3 +237,16 @@ def test_cache_brings_every_case_to_the_canonical_orientation(tmp_path: Path) ->
                                           "spacing_tolerance": 0.1}
     for name in ("mr", "ct", "ct_hu", "mask", "foreground"):
         np.testing.assert_array_equal(index.cases["1BA001"].open(name), index.cases["1BA002"].open(name))
+
+
+def test_prepare_removes_temporaries_of_an_interrupted_build(dataset: Path) -> None:
+    """A build killed while writing leaves ``.synthct-tmp-*`` files; the next build (under the lock) removes them."""
+    index = prepare_cache(dataset, SETTINGS, progress=False)
+    case_dir = index.cases["1BA001"].folder
+    leftovers = [case_dir / ".synthct-tmp-mr.npy.x1y2.npy", index.cache_dir / ".synthct-tmp-manifest.json.a1.json"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    keep = case_dir / ".user-note"
+    keep.write_text("mine", encoding="utf-8")
+    prepare_cache(dataset, SETTINGS, progress=False)
+    assert not any(path.exists() for path in leftovers) and keep.exists()
