@@ -9,11 +9,19 @@ every case succeeded, 1 when any case failed, 2 when nothing could run (among ot
 not a writable folder, or is in use by another run; an unexpected error, whose traceback is written to
 ``/output/synthct-errors.log``). A second run into the same output folder merges results.json per case.
 
-Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_MODELS``
-(/opt/app/models: ``<region>/model.json`` or one package), ``SYNTHCT_BACKEND`` (auto|onnxruntime|openvino|…),
-``SYNTHCT_DEVICE`` (auto|cpu|cuda), ``SYNTHCT_BATCH_SIZE`` (4), ``SYNTHCT_THREADS`` (ONNX Runtime threads),
-``SYNTHCT_PROGRESS`` (1/0: progress bar), ``SYNTHCT_RESAMPLE`` (auto|never: bring the MR to the model's training
-spacing, see :mod:`synthct.geometry`).
+Model packages (SPEC §13): from the grand-challenge "algorithm model", the uploaded tarball extracted to
+``/opt/ml/model/`` (``SYNTHCT_ALGORITHM_MODEL``; an empty value turns it off), when that folder holds anything;
+else the packages baked into the image (``SYNTHCT_MODELS``). Either holds one package (``model.json`` at its root)
+or ``<region>/`` packages. Which one was used is logged and recorded in every results.json entry
+(``model_source``). An ``/opt/ml/model`` without a package, a package whose files fail their sha256, or one for
+another region than region.json names fail every case with a message saying what was found (exit status 1); so
+does a job with no package anywhere.
+
+Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), ``SYNTHCT_ALGORITHM_MODEL``
+(/opt/ml/model), ``SYNTHCT_MODELS`` (/opt/app/models: ``<region>/model.json`` or one package),
+``SYNTHCT_BACKEND`` (auto|onnxruntime|openvino|…), ``SYNTHCT_DEVICE`` (auto|cpu|cuda), ``SYNTHCT_BATCH_SIZE`` (4),
+``SYNTHCT_THREADS`` (ONNX Runtime threads), ``SYNTHCT_PROGRESS`` (1/0: progress bar), ``SYNTHCT_RESAMPLE``
+(auto|never: bring the MR to the model's training spacing, see :mod:`synthct.geometry`).
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from algorithm.backends import BACKENDS
 from algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
+from algorithm.model_archive import describe_contents, visible_entries
 from algorithm.runner import ModelRegistry, run_cases, write_results
 from synthct.atomic import write_json_atomic
 from synthct.geometry import RESAMPLE_MODES
@@ -36,6 +47,61 @@ from synthct.outputs import OutputError, output_session, report_unexpected
 log = logging.getLogger("algorithm")
 
 EXIT_OK, EXIT_CASE_FAILED, EXIT_FATAL = 0, 1, 2
+ALGORITHM_MODEL_DIR = "/opt/ml/model"
+"""Where grand-challenge extracts the algorithm's uploaded model tarball."""
+BAKED_MODELS_DIR = "/opt/app/models"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where this job's model packages come from; ``problem`` says why none can be used."""
+
+    kind: str
+    """``algorithm-model`` (the uploaded tarball in /opt/ml/model) or ``image`` (baked in at build time)."""
+    folder: Path
+    packages: dict[str, Path]
+    problem: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """Packages found but unusable (e.g. ``model.json`` not JSON), for the "no model installed" message."""
+
+    @property
+    def label(self) -> str:
+        return "algorithm model" if self.kind == "algorithm-model" else "packages baked into the image"
+
+    def record(self) -> dict[str, Any]:
+        """The ``model_source`` of each results.json entry."""
+        return {"source": self.kind, "folder": str(self.folder), "regions": sorted(self.packages)}
+
+
+def _packages_in(folder: Path) -> tuple[dict[str, Path], list[str], str | None]:
+    problems: list[str] = []
+    try:
+        return find_model_packages(folder, problems), problems, None
+    except ModelPackageError as exc:
+        return {}, problems, str(exc)
+
+
+def locate_models(env: Mapping[str, str]) -> ModelSource:
+    """The algorithm model at ``/opt/ml/model`` when that folder holds anything, else the image's packages."""
+    mounted_value = env.get("SYNTHCT_ALGORITHM_MODEL", ALGORITHM_MODEL_DIR).strip()
+    baked = Path(env.get("SYNTHCT_MODELS") or BAKED_MODELS_DIR)
+    absent = "no algorithm model (SYNTHCT_ALGORITHM_MODEL is empty)"
+    if mounted_value:
+        mounted = Path(mounted_value)
+        if visible_entries(mounted):  # an uploaded model wins, and is never silently replaced by the image's
+            packages, problems, error = _packages_in(mounted)
+            if error is None and not packages:
+                error = (f"{mounted} (algorithm model): no model package: {describe_contents(mounted)}; expected "
+                         "model.json at its root or in <region>/ sub-folders (write the tarball with `synthct "
+                         "package`)" + (f"; unusable: {'; '.join(problems)}" if problems else ""))
+            return ModelSource("algorithm-model", mounted, packages, error, problems)
+        absent = f"no algorithm model ({mounted} {'is empty' if mounted.is_dir() else 'does not exist'})"
+    packages, problems, error = _packages_in(baked)
+    if error is None and not packages:
+        error = (f"no model package: {absent} and none baked into the image at {baked}; upload the tarball "
+                 "written by `synthct package` as the algorithm's model"
+                 + (f" (unusable: {'; '.join(problems)})" if problems else ""))
+    return ModelSource("image", baked, packages, error, problems)
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -84,7 +150,6 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
 
 def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
     input_dir = Path(env.get("SYNTHCT_INPUT") or "/input")
-    models_dir = Path(env.get("SYNTHCT_MODELS") or "/opt/app/models")
     results_path = output_dir / "results.json"
     images_out = output_dir / "images" / "synthetic-ct"
     try:
@@ -107,32 +172,34 @@ def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
         write_results(results_path, [])
         return EXIT_FATAL
 
-    problems: list[str] = []
-    try:
-        packages = find_model_packages(models_dir, problems)
-    except ModelPackageError as exc:
-        packages, problems = {}, [str(exc)]
-    log.info("%d case(s) in %s; models in %s: %s", len(cases), input_dir, models_dir, sorted(packages) or "none")
+    source = locate_models(env)
+    log.info("%d case(s) in %s; models: %s in %s: %s", len(cases), input_dir, source.label, source.folder,
+             sorted(source.packages) or "none")
     extra_inputs = [{"type": "String", "filename": str(region_path)}] if region_path.exists() else []
     try:
         declared = read_region_file(region_path)
-        region_problem = None if packages else (
-            "; ".join(problems) or f"no model package found under {models_dir}")
+        region_problem = source.problem
+        if region_problem is None and declared is not None and declared not in source.packages:
+            region_problem = (f"no model installed for region {declared!r}: {region_path} names it, but the "
+                              f"{source.label} in {source.folder} hold(s) package(s) for {sorted(source.packages)} "
+                              "only")
     except RegionError as exc:
         declared, region_problem = None, str(exc)
     if region_problem is not None:
         log.error("%s", region_problem)
         entries = [
             {"outputs": [], "inputs": [{"type": "metaio_image", "filename": str(p)} for p in (c.mr, c.mask) if p]
-             + extra_inputs, "error_messages": [region_problem]}
+             + extra_inputs, "error_messages": [region_problem], "model_source": source.record()}
             for c in cases
         ]
         write_results(results_path, entries)
         return EXIT_CASE_FAILED
 
-    registry = ModelRegistry(packages, backend, device, threads, problems)  # type: ignore[arg-type]
+    registry = ModelRegistry(source.packages, backend, device, threads, source.problems)  # type: ignore[arg-type]
     entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress,
                                 resample=resample)  # type: ignore[arg-type]  # checked by _env_choice
+    for entry in entries:
+        entry["model_source"] = source.record()
     write_results(results_path, entries)
     log.info("%d of %d case(s) written to %s; results in %s", len(cases) - failed, len(cases), images_out,
              results_path)

@@ -1,4 +1,5 @@
-"""Peak RSS of ``synthct train`` against the number of cases: the dataset cache's memory maps keep it flat.
+"""Peak memory of ``synthct train`` against the number of cases, anonymous and file-backed apart: the dataset cache's
+memory maps keep the anonymous part flat.
 
     .venv/bin/python benchmarks/bench_train_memory.py --work /tmp/bench_memory [--cases 4 16] [--size medium]
                      [--baseline-repo /path/to/an/older/checkout] [--set validation.at_end=false]
@@ -7,7 +8,10 @@
 Generates ``max(--cases)`` brain phantoms of ``--size`` once (kept in ``--work``), makes one dataset per count (the
 first N cases, linked), prepares each dataset's cache (``synthct data prepare``, timed, not measured), then runs
 ``synthct train --config configs/tiny.yaml --set train.max_steps=3`` per dataset in a fresh process and reads that
-process's peak RSS (``os.wait4``: ru_maxrss, resident pages of every kind, the memory maps' included). With
+process's peak RSS (``os.wait4``: ru_maxrss, resident pages of every kind, the memory maps' included) and, sampled
+from ``/proc/PID/status`` every ``--sample-ms``, the peaks of its anonymous (``RssAnon``: heap, arrays, tensors)
+and file-backed (``RssFile``: the cache's memory maps, libraries) resident memory; only anonymous memory costs
+the machine per rank and per worker (file pages are shared through the page cache and can be dropped). With
 ``--baseline-repo`` the same runs use that checkout's code too (e.g. one that preloads every volume).
 ``--validation-cases A B`` also measures the validation path alone (train.validate.validate over A, then B cached
 validation volumes, a 1×1×1-convolution stand-in for the generator so that the model costs nothing), each in a
@@ -22,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,18 +60,54 @@ def _subset(source: Path, work: Path, count: int) -> Path:
     return target
 
 
-def _peak_rss_mb(command: list[str], repo: Path) -> tuple[float, float, int]:
-    """(peak RSS in MB of the child, wall seconds, exit code)."""
+STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+
+def _status_mb(pid: int) -> dict[str, float]:
+    """The ``STATUS_FIELDS`` of ``/proc/PID/status`` in MB (empty once the process is gone)."""
+    values: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                if key in STATUS_FIELDS:
+                    values[key] = int(rest.split()[0]) / 1024.0  # kB
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return {}
+    return values
+
+
+def _peak_rss_mb(command: list[str], repo: Path, sample_s: float = 0.02) -> tuple[dict[str, float], float, int]:
+    """Peaks in MB of the child: ``rss`` (ru_maxrss), ``anon``, ``file``, ``shmem`` (each sampled on its own, so
+    they need not peak at the same moment; ``anon_at_rss_peak``/``file_at_rss_peak``: the sample of the highest
+    VmRSS); wall seconds; exit code."""
     began = time.perf_counter()
     process = subprocess.Popen(command, cwd=repo, env=_env(repo), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     assert process.stderr is not None
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.append(process.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    peaks = {"anon": 0.0, "file": 0.0, "shmem": 0.0}
+    at_peak = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # reaps the child (and its rusage) once it ended
+        if pid:
+            break
+        sample = _status_mb(process.pid)
+        if sample:
+            for key, field in (("anon", "RssAnon"), ("file", "RssFile"), ("shmem", "RssShmem")):
+                peaks[key] = max(peaks[key], sample.get(field, 0.0))
+            if sample.get("VmRSS", 0.0) > at_peak["VmRSS"]:
+                at_peak = {field: sample.get(field, 0.0) for field in at_peak}
+        time.sleep(sample_s)
     process.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
     if process.returncode:
-        print(stderr.decode("utf-8", "replace")[-3000:], file=sys.stderr)
-    return usage.ru_maxrss / 1024.0, time.perf_counter() - began, process.returncode
+        print(b"".join(chunks).decode("utf-8", "replace")[-3000:], file=sys.stderr)
+    memory = {"rss": usage.ru_maxrss / 1024.0, **peaks, "anon_at_rss_peak": at_peak["RssAnon"],
+              "file_at_rss_peak": at_peak["RssFile"]}
+    return {key: round(value, 1) for key, value in memory.items()}, time.perf_counter() - began, process.returncode
 
 
 VALIDATION_CHILD = """
@@ -93,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-repo", type=Path, default=None, help="also run this checkout's trainer")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for the training runs (repeatable)")
+    parser.add_argument("--sample-ms", type=float, default=20.0,
+                        help="how often /proc/PID/status is sampled for the anonymous and file-backed peaks")
     parser.add_argument("--validation-cases", type=int, nargs="*", default=[],
                         help="also measure validation alone over these numbers of cases")
     args = parser.parse_args(argv)
@@ -117,27 +160,34 @@ def main(argv: list[str] | None = None) -> int:
                        "--data", str(data), "--region", "brain", "--out", str(run),
                        "--set", f"train.max_steps={args.steps}", "--set", "logging.progress=false",
                        *[item for o in args.overrides for item in ("--set", o)]]
-            peak, seconds, code = _peak_rss_mb(command, repo)
-            rows.append({"code": label, "cases": count, "peak_rss_mb": round(peak, 1), "train_s": round(seconds, 1),
-                         "prepare_s": round(prepare_s, 1), "exit": code})
-            print(f"{label:<40} {count:>3} cases: peak RSS {peak:8.1f} MB  ({seconds:.0f} s; cache prepared in "
-                  f"{prepare_s:.0f} s)", flush=True)
+            memory, seconds, code = _peak_rss_mb(command, repo, args.sample_ms / 1000.0)
+            rows.append({"code": label, "cases": count, **{f"peak_{k}_mb": v for k, v in memory.items()},
+                         "train_s": round(seconds, 1), "prepare_s": round(prepare_s, 1), "exit": code})
+            print(f"{label:<40} {count:>3} cases: peak RSS {memory['rss']:8.1f} MB = anon {memory['anon']:8.1f} "
+                  f"+ file {memory['file']:8.1f} (+ shmem {memory['shmem']:.1f}; at the RSS peak anon "
+                  f"{memory['anon_at_rss_peak']:.1f}, file {memory['file_at_rss_peak']:.1f})  ({seconds:.0f} s; "
+                  f"cache prepared in {prepare_s:.0f} s)", flush=True)
     validation_rows = []
     if args.validation_cases:
         data = args.work / f"data_{max(args.cases)}"
         for count in args.validation_cases:
-            peak, seconds, code = _peak_rss_mb([sys.executable, "-c", VALIDATION_CHILD, str(data), str(count)], REPO)
-            validation_rows.append({"validation_cases": count, "peak_rss_mb": round(peak, 1),
+            memory, seconds, code = _peak_rss_mb([sys.executable, "-c", VALIDATION_CHILD, str(data), str(count)],
+                                                 REPO, args.sample_ms / 1000.0)
+            validation_rows.append({"validation_cases": count, **{f"peak_{k}_mb": v for k, v in memory.items()},
                                     "seconds": round(seconds, 1), "exit": code})
-            print(f"validation alone, {count:>3} cases: peak RSS {peak:8.1f} MB  ({seconds:.0f} s)", flush=True)
+            print(f"validation alone, {count:>3} cases: peak RSS {memory['rss']:8.1f} MB = anon "
+                  f"{memory['anon']:8.1f} + file {memory['file']:8.1f}  ({seconds:.0f} s)", flush=True)
     summary: dict[str, object] = {"bench": "train_memory", "size": args.size, "steps": args.steps,
+                                  "load_average": os.getloadavg(),
                                   "overrides": args.overrides, "rows": rows, "validation": validation_rows}
     for label, _repo in repos:
         mine = [r for r in rows if r["code"] == label]
         if len(mine) >= 2:
-            growth = mine[-1]["peak_rss_mb"] - mine[0]["peak_rss_mb"]  # type: ignore[operator]
-            summary[f"growth_mb {label}"] = round(growth, 1)
-            print(f"{label}: {mine[0]['cases']} → {mine[-1]['cases']} cases: peak RSS {growth:+.1f} MB")
+            growth = {kind: round(float(mine[-1][f"peak_{kind}_mb"]) - float(mine[0][f"peak_{kind}_mb"]), 1)
+                      for kind in ("rss", "anon", "file")}
+            summary[f"growth_mb {label}"] = growth
+            print(f"{label}: {mine[0]['cases']} → {mine[-1]['cases']} cases: peak RSS {growth['rss']:+.1f} MB, "
+                  f"anonymous {growth['anon']:+.1f} MB, file-backed {growth['file']:+.1f} MB")
     print(json.dumps(summary))
     return 0 if all(r["exit"] == 0 for r in rows + validation_rows) else 1
 

@@ -8,11 +8,15 @@ Platform conventions (grand-challenge evaluation method; SynthRAD 2023/2025 eval
 - Each job's output files lie under ``/input/<pk>/output/<relative_path>/``.
 - The case id comes from the job's *input* image name (the MR, else the body mask): its file stem, or the known id
   among its ``_``/``-`` separated tokens (``mri_1BA001.mha`` → ``1BA001``).
-- Ground truth is baked into the image: ``/opt/app/ground-truth/{ct,mask}/<ID>.<ext>``.
+- Ground truth: ``/opt/ml/input/data/ground_truth/`` (grand-challenge's convention: the phase's ground-truth
+  tarball, extracted) when that folder holds anything, else the folder baked into the image,
+  ``/opt/app/ground-truth/``; either ``{ct,mask}/<ID>.<ext>`` or SynthRAD case folders. Which one was used is
+  logged and recorded in metrics.json (``ground_truth``).
 - Scores go to ``/output/metrics.json`` (see :mod:`evaluation.scoring`); exit status 1 if any case failed, 2 when
   nothing could be scored (e.g. ``/output`` not a writable folder: checked before any scoring).
 
-Environment overrides: ``SYNTHCT_INPUT``, ``SYNTHCT_OUTPUT``, ``SYNTHCT_GROUND_TRUTH``, and
+Environment overrides: ``SYNTHCT_INPUT``, ``SYNTHCT_OUTPUT``, ``SYNTHCT_GROUND_TRUTH_INPUT`` (the mounted ground
+truth; empty: off), ``SYNTHCT_GROUND_TRUTH`` (the baked one), and
 ``SYNTHCT_METRICS_VARIANT`` (``synthrad2023`` default, or ``synthrad2025``).
 
 Dose evaluation (image built with ``--build-arg WITH_DOSE=1``): ``SYNTHCT_DOSE=photon|proton|both`` adds the
@@ -27,6 +31,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")
 DEFAULT_GROUND_TRUTH = Path("/opt/app/ground-truth")
+MOUNTED_GROUND_TRUTH = "/opt/ml/input/data/ground_truth"
 DEFAULT_STRUCTURES = Path("/opt/app/structures")
 SCT_SLUGS = ("synthetic-ct-image", "synthetic-ct", "sct-image", "sct")
 SCT_RELATIVE_PATH = "images/synthetic-ct"
@@ -155,6 +161,14 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value) if value else default
 
 
+def locate_ground_truth(env: Mapping[str, str]) -> tuple[Path, str]:
+    """(folder, source): the mounted ground truth when its folder holds anything (``mounted``), else the image's."""
+    mounted = env.get("SYNTHCT_GROUND_TRUTH_INPUT", MOUNTED_GROUND_TRUTH).strip()
+    if mounted and Path(mounted).is_dir() and any(not p.name.startswith(".") for p in Path(mounted).iterdir()):
+        return Path(mounted), "mounted"
+    return Path(env.get("SYNTHCT_GROUND_TRUTH") or DEFAULT_GROUND_TRUTH), "image"
+
+
 def dose_request_from_env() -> Any:
     """The ``DoseRequest`` of ``SYNTHCT_DOSE`` (None when unset or empty). Raises ``ValueError`` with the reason."""
     choice = os.environ.get("SYNTHCT_DOSE", "").strip().lower()
@@ -179,7 +193,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     input_dir = _env_path("SYNTHCT_INPUT", DEFAULT_INPUT)
     output_dir = _env_path("SYNTHCT_OUTPUT", DEFAULT_OUTPUT)
-    ground_truth_dir = _env_path("SYNTHCT_GROUND_TRUTH", DEFAULT_GROUND_TRUTH)
+    ground_truth_dir, ground_truth_source = locate_ground_truth(os.environ)
+    log.info("ground truth: %s (%s)", ground_truth_dir,
+             "mounted by the platform" if ground_truth_source == "mounted" else "baked into the image")
     variant_name = os.environ.get("SYNTHCT_METRICS_VARIANT", "synthrad2023")
     metrics_path = output_dir / "metrics.json"
     if variant_name not in VARIANTS:
@@ -194,7 +210,8 @@ def main() -> int:
     try:  # checked (a writable folder), locked and cleaned of stale temporaries before any scoring
         with output_session([output_dir], "evaluation job"):
             try:
-                return _evaluate(input_dir, ground_truth_dir, metrics_path, variant, dose)
+                return _evaluate(input_dir, ground_truth_dir, metrics_path, variant, dose,
+                                 {"source": ground_truth_source, "folder": str(ground_truth_dir)})
             except Exception as exc:  # a bug: one line, the traceback in /output/synthct-errors.log
                 report_unexpected(log, exc, "evaluation job")
                 return 2
@@ -203,7 +220,8 @@ def main() -> int:
         return 2
 
 
-def _evaluate(input_dir: Path, ground_truth_dir: Path, metrics_path: Path, variant: Variant, dose: Any) -> int:
+def _evaluate(input_dir: Path, ground_truth_dir: Path, metrics_path: Path, variant: Variant, dose: Any,
+              ground_truth_record: dict[str, str]) -> int:
     try:
         job_list = read_job_list(input_dir / "predictions.json")
         ground_truth = find_ground_truth(ground_truth_dir)
@@ -211,12 +229,14 @@ def _evaluate(input_dir: Path, ground_truth_dir: Path, metrics_path: Path, varia
         log.error("%s", exc)
         payload = build_payload([], variant)
         payload["error"] = str(exc)
+        payload["ground_truth"] = ground_truth_record
         write_metrics(metrics_path, payload)
         return 1
     jobs = build_jobs(job_list, input_dir, ground_truth)
     log.info("%d job(s) in predictions.json, %d ground-truth case(s)", len(job_list), len(ground_truth))
     dose_arguments = dose.evaluator_arguments(None) if dose is not None else {}
     payload = evaluate_jobs(jobs, variant, **dose_arguments)
+    payload["ground_truth"] = ground_truth_record
     write_metrics(metrics_path, payload)
     failed = failed_count(payload)
     log.info("wrote %s: %d case(s) scored, %d failed", metrics_path, len(jobs) - failed, failed)

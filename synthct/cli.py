@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli", "export a checkpoint to a self-describing ONNX model package"),
     "predict": ("algorithm.cli", "run the algorithm: MR (image or DICOM, mask optional) → sCT (+ DICOM CT, QA)"),
     "evaluate": ("evaluation.cli", "score synthetic CTs against CTs (SynthRAD metrics)"),
+    "package": ("algorithm.model_archive", "write a model package as grand-challenge's algorithm-model tarball"),
+    "submission-check": ("algorithm.submission_check",
+                         "check an algorithm image against grand-challenge's rules and runtime limits"),
 }
 
 

@@ -134,7 +134,8 @@ def test_container_end_to_end_with_broken_cases(tmp_path: Path, models: Path) ->
     by_mr = {Path(entry["inputs"][0]["filename"]).name: entry for entry in results}
     for name in ("1BA002.nii.gz", "1BA003.mha"):
         entry = by_mr[name]
-        assert set(entry) == {"outputs", "inputs", "error_messages", "backend", "geometry"}
+        assert set(entry) == {"outputs", "inputs", "error_messages", "backend", "geometry", "model_source"}
+        assert entry["model_source"] == {"source": "image", "folder": str(models), "regions": ["brain", "pelvis"]}
         assert entry["backend"]["description"].startswith("onnxruntime")  # the backend used, and why (issue 10)
         assert entry["backend"]["selection"].startswith("auto")
         assert entry["error_messages"] == []

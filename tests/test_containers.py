@@ -22,6 +22,7 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm.analytic import build_analytic_package
+from algorithm.model_archive import extract_tarball, write_tarball
 from synthct.cli import main as synthct_main
 from synthct.phantom.generate import generate_case
 
@@ -373,3 +374,193 @@ def test_algorithm_image_predict_mode_on_a_dicom_series(
     np.testing.assert_array_equal(_array(out / "body" / f"{case}.mha"), _array(local / "body" / f"{case}.mha"))
     difference = np.abs(sitk.GetArrayFromImage(sct).astype(np.int32) - _array(local / f"{case}.mha").astype(np.int32))
     assert difference.max() <= _hu_tolerance(algorithm_image)
+
+
+# ---------------------------------------------------------------- grand-challenge today (SPEC §13): weights as an
+# algorithm model at /opt/ml/model, ground truth at /opt/ml/input/data/ground_truth, `synthct submission-check`
+
+UNBAKED_TAG = "synthct-algorithm:test-cpu-nomodels"
+ROOT_TAG = "synthct-algorithm:test-cpu-root"
+EVALUATION_UNBAKED_TAG = "synthct-evaluation:test-nogt"
+GROUND_TRUTH_MOUNT = "/opt/ml/input/data/ground_truth"
+
+
+@pytest.fixture(scope="module")
+def algorithm_image_unbaked(context: Path) -> str:
+    """The algorithm image built without model packages (``--build-arg MODELS=``)."""
+    _build(context, UNBAKED_TAG, "--build-arg", f"ORT_PACKAGE={ORT_PACKAGE}", "--build-arg", "MODELS=")
+    return UNBAKED_TAG
+
+
+@pytest.fixture(scope="module")
+def evaluation_image_unbaked(context: Path) -> str:
+    """The evaluation image built without ground truth (a folder holding only a README)."""
+    (context / "no-ground-truth").mkdir(exist_ok=True)
+    (context / "no-ground-truth" / "README.md").write_text("no ground truth baked in\n", encoding="utf-8")
+    _build(context, EVALUATION_UNBAKED_TAG, "-f", str(context / "evaluation" / "Dockerfile"),
+           "--build-arg", "GROUND_TRUTH=no-ground-truth")
+    return EVALUATION_UNBAKED_TAG
+
+
+@pytest.fixture(scope="module")
+def model_tarball(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synthct package models/brain``: the algorithm-model tarball of the analytic brain package."""
+    return write_tarball(models_dir / "brain", tmp_path_factory.mktemp("tarball") / "model.tar.gz").path
+
+
+def _gc_job_input(input_dir: Path, mr: sitk.Image, mask: sitk.Image) -> tuple[str, str]:
+    """A SynthRAD 2025 job's /input: uuid file names, region.json; returns the MR's and the mask's file names."""
+    mr_name, mask_name = f"{uuid.uuid4()}.mha", f"{uuid.uuid4()}.mha"
+    _write(mr, input_dir / "images" / "mri" / mr_name)
+    _write(mask, input_dir / "images" / "body" / mask_name)
+    (input_dir / "region.json").write_text('"Brain"', encoding="utf-8")
+    _open_up(input_dir, 0o755)
+    return mr_name, mask_name
+
+
+def test_unbaked_image_runs_the_job_from_the_algorithm_model(
+    algorithm_image_unbaked: str, model_tarball: Path, phantoms: dict[str, Any], tmp_path: Path
+) -> None:
+    mr, _, mask = phantoms[GC_CASE]
+    input_dir, output_dir, model_dir = tmp_path / "input", tmp_path / "output", tmp_path / "model"
+    mr_name, mask_name = _gc_job_input(input_dir, mr, mask)
+    extract_tarball(model_tarball, model_dir)  # as grand-challenge does into /opt/ml/model
+    _open_up(model_dir, 0o755)
+    for folder in (output_dir, tmp_path / "pred"):
+        folder.mkdir()
+        _open_up(folder, 0o777)
+    mounts = {input_dir: "/input:ro", model_dir: "/opt/ml/model:ro"}
+
+    done = _run(algorithm_image_unbaked, mounts={**mounts, output_dir: "/output"})
+    assert done.returncode == 0, _tail(done)
+    assert "models: algorithm model in /opt/ml/model: ['brain']" in done.stdout
+    [entry] = json.loads((output_dir / "results.json").read_text(encoding="utf-8"))
+    assert entry["error_messages"] == []
+    assert entry["model_source"] == {"source": "algorithm-model", "folder": "/opt/ml/model", "regions": ["brain"]}
+    job_hu = _array(output_dir / "images" / "synthetic-ct" / mr_name).astype(np.int32)
+    body = sitk.GetArrayViewFromImage(mask) > 0
+    assert np.all(job_hu[~body] == -1000) and np.ptp(job_hu[body]) > 500, "sCT is not a real prediction"
+
+    # synthct predict on the same input and package: in the same image 0 HU apart, locally within the ORT tolerance
+    done = _run(algorithm_image_unbaked, "predict", "--mr", f"/input/images/mri/{mr_name}", "--mask",
+                f"/input/images/body/{mask_name}", "--model", "/opt/ml/model", "--out", "/pred", "--no-progress",
+                "--no-qa",
+                mounts={**mounts, tmp_path / "pred": "/pred"})
+    assert done.returncode == 0, _tail(done)
+    case_id = mr_name.removesuffix(".mha")
+    np.testing.assert_array_equal(job_hu, _array(tmp_path / "pred" / f"{case_id}.mha").astype(np.int32))
+    local = tmp_path / "local"
+    assert synthct_main(["predict", "--mr", str(input_dir / "images" / "mri" / mr_name), "--mask",
+                         str(input_dir / "images" / "body" / mask_name), "--model", str(model_dir),
+                         "--out", str(local), "--no-progress", "--no-qa"]) == 0
+    local_hu = _array(local / f"{case_id}.mha").astype(np.int32)
+    assert np.abs(job_hu - local_hu).max() <= _hu_tolerance(algorithm_image_unbaked)
+
+
+def test_unbaked_image_without_or_with_a_tampered_model_fails_clearly(
+    algorithm_image_unbaked: str, models_dir: Path, phantoms: dict[str, Any], tmp_path: Path
+) -> None:
+    mr, _, mask = phantoms[GC_CASE]
+    input_dir = tmp_path / "input"
+    _gc_job_input(input_dir, mr, mask)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(models_dir / "brain", tampered)
+    with open(tampered / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    _open_up(tampered, 0o755)
+    for name, extra, fragments in (
+        ("none", {}, ["no model package: no algorithm model (/opt/ml/model does not exist) and none baked into the "
+                      "image at /opt/app/models", "synthct package"]),
+        ("tampered", {tampered: "/opt/ml/model:ro"}, ["/opt/ml/model/model.onnx: sha256",
+                                                      "does not match the manifest"]),
+    ):
+        output_dir = tmp_path / f"output-{name}"
+        output_dir.mkdir()
+        _open_up(output_dir, 0o777)
+        done = _run(algorithm_image_unbaked, mounts={input_dir: "/input:ro", output_dir: "/output", **extra})
+        assert done.returncode == 1, (name, _tail(done))  # documented: 1 = the case(s) failed
+        assert "Traceback" not in done.stdout + done.stderr
+        [entry] = json.loads((output_dir / "results.json").read_text(encoding="utf-8"))
+        assert entry["outputs"] == [] and all(f in entry["error_messages"][0] for f in fragments), (name, entry)
+        assert all(f in done.stdout for f in fragments), (name, _tail(done))
+
+
+def test_unbaked_evaluation_image_scores_against_mounted_ground_truth(
+    evaluation_image_unbaked: str, context: Path, phantoms: dict[str, Any], tmp_path: Path
+) -> None:
+    input_dir, pred_dir = tmp_path / "input", tmp_path / "pred"
+    jobs = []
+    for case_id in GT_CASES:
+        ct = phantoms[case_id][1]
+        sct = sitk.GetImageFromArray(np.clip(sitk.GetArrayFromImage(ct).astype(np.int32) + 25, -1024, 3071)
+                                     .astype(np.int16))
+        sct.CopyInformation(ct)
+        pk, sct_name = str(uuid.uuid4()), f"{uuid.uuid4()}.mha"
+        jobs.append(_job(pk, case_id, sct_name))
+        _write(sct, input_dir / pk / "output" / "images" / "synthetic-ct" / sct_name)
+        _write(sct, pred_dir / f"{case_id}.mha")
+    (input_dir / "predictions.json").write_text(json.dumps(jobs), encoding="utf-8")
+    _open_up(input_dir, 0o755)
+    ground_truth = _open_up(shutil.copytree(context / "gt", tmp_path / "ground_truth"), 0o755)
+
+    for name, extra in (("mounted", {ground_truth: f"{GROUND_TRUTH_MOUNT}:ro"}), ("none", {})):
+        output_dir = tmp_path / f"output-{name}"
+        output_dir.mkdir()
+        _open_up(output_dir, 0o777)
+        done = _run(evaluation_image_unbaked, mounts={input_dir: "/input:ro", output_dir: "/output", **extra})
+        metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+        if name == "none":  # the image has none baked in: the same error as a missing baked folder
+            assert done.returncode == 1, _tail(done)
+            assert "no ground-truth cases found" in metrics["error"]
+            assert metrics["ground_truth"] == {"source": "image", "folder": "/opt/app/ground-truth"}
+            continue
+        assert done.returncode == 0, _tail(done)
+        assert metrics["ground_truth"] == {"source": "mounted", "folder": GROUND_TRUTH_MOUNT}
+        assert metrics["cases"] == {"scored": 2, "failed": 0}
+    local_path = tmp_path / "local" / "metrics.json"
+    assert synthct_main(["evaluate", "--pred", str(pred_dir), "--gt", str(ground_truth), "--out", str(local_path),
+                         "--no-progress"]) == 0
+    local = json.loads(local_path.read_text(encoding="utf-8"))
+    mounted = json.loads((tmp_path / "output-mounted" / "metrics.json").read_text(encoding="utf-8"))
+    for key, stats in local["aggregates"].items():
+        assert mounted["aggregates"][key] == pytest.approx(stats, rel=1e-12, abs=1e-12), key
+
+
+def _submission_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    status = synthct_main(["submission-check", *args])
+    return status, capsys.readouterr().out
+
+
+def test_submission_check_passes_on_the_cpu_image_with_the_brain_package(
+    algorithm_image_unbaked: str, model_tarball: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = _submission_check(capsys, algorithm_image_unbaked, "--model-tarball", str(model_tarball),
+                                    "--memory", "8g")
+    print(out)  # the numbers, for the record (pytest -s)
+    assert status == 0, out
+    for name in ("platform       linux/amd64", "user           10001:10001 (non-root)", "image size",
+                 "model tarball", "job brain      exit 0"):
+        assert f"PASS  {name}" in out, (name, out)
+    assert "peak memory" in out and "cgroup" in out and "submission-check passed" in out
+
+
+def test_submission_check_fails_on_a_root_image(
+    algorithm_image_unbaked: str, model_tarball: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {algorithm_image_unbaked}\nUSER root\n", encoding="utf-8")
+    _build(tmp_path, ROOT_TAG)
+    status, out = _submission_check(capsys, ROOT_TAG, "--model-tarball", str(model_tarball))
+    assert status == 1, out
+    assert "FAIL  user           USER root is root" in out and "submission-check FAILED: 1 of" in out
+
+
+def test_submission_check_fails_when_the_memory_limit_is_too_small(
+    algorithm_image_unbaked: str, model_tarball: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = _submission_check(capsys, algorithm_image_unbaked, "--model-tarball", str(model_tarball),
+                                    "--memory", "64m")
+    print(out)
+    assert status == 1, out
+    assert "FAIL  job brain" in out and "exit status 137 (OOM-killed: the job needs more than --memory 64 MiB)" in out
+    assert "WARN  memory" in out  # 64 MiB is outside grand-challenge's 4–32 GB

@@ -18,7 +18,7 @@ import yaml
 
 MODALITIES = ("photon", "proton")
 DOSE_CHOICES = ("photon", "proton", "both")
-REGION_CHOICES = ("auto", "brain", "pelvis")
+REGION_CHOICES = ("auto", "brain", "pelvis", "hn", "th", "ab")
 SOLVERS = ("ipopt", "scipy")
 
 
@@ -31,7 +31,8 @@ class DoseConfig:
     """Plan, dose-grid and metric settings of the dose evaluation (SynthRAD 2023 definitions by default)."""
 
     region: str = "auto"
-    """Virtual-target recipe: ``brain``, ``pelvis``, or ``auto`` (from the case id ``1B…``/``1P…`` or the path)."""
+    """Virtual-target recipe: ``brain``, ``pelvis``, ``hn``, ``th``, ``ab``, or ``auto`` (from the case id
+    ``1B…``/``1P…``/``1HN…``/``1TH…``/``1AB…`` or the region folder in the path)."""
     prescription_gy: float = 2.0
     """Prescription per fraction (Gy); the plan is normalised so that the PTV mean dose on the CT equals it."""
     dose_grid_mm: float = 3.0

@@ -70,8 +70,9 @@ def case_structures(
             detected = region_of_case(case_id, [ct_path] if ct_path is not None else [])
             if detected is None:
                 raise StructureError(
-                    f"{where}: cannot tell brain from pelvis for the virtual target (id not like 1BA001/1PA001, "
-                    "no brain/pelvis folder); set --dose-set region=brain|pelvis or give --structures DIR"
+                    f"{where}: cannot tell the region for the virtual target (id not like 1BA001/1PA001/1HNA001/"
+                    "1THA001/1ABA001, no brain/pelvis/HN/TH/AB folder); set --dose-set region=brain|pelvis|hn|th|ab "
+                    "or give --structures DIR"
                 )
             region = detected
         structures = virtual_structures(ct_hu, body, spacing_mm, region, config)

@@ -20,6 +20,24 @@ Virtual structures (deterministic: a pure function of the CT, the body mask and 
   the symphysis and 10 % of it above (+z), moved to the nearest voxel at least its radius plus 2 mm from bone and
   from the body surface. OARs: ``oar_rectum`` behind the PTV (+y) and ``oar_bladder`` above it (+z), clipped to the
   body's soft tissue (no bone).
+- **hn** (head and neck, an oropharynx target): the neck is the axial slice of smallest body area in the lower
+  half of the body's cranio-caudal extent (among slices with at least 20 % of the largest slice's area). The airway
+  there is the air (< -400 HU) inside the body within 15 mm of the body's midline (mean x of that slice's body) in
+  that slice and the 10 slices on either side. The PTV (sphere) is centred next to the airway, at the airway's
+  centroid moved the PTV radius towards +x (the patient's left) and half that forwards (−y), then to the
+  nearest voxel at least its radius plus 2 mm from bone (> 250 HU), air, the body surface, the image border and the
+  faces of a slab 50 mm thick around the neck slice. OARs: ``oar_contralateral`` beside it towards −x and
+  ``oar_posterior`` behind it (+y, towards the spinal cord), clipped to the soft tissue.
+- **th** (thorax, a lung target): the lungs are the body's voxels from -950 to -400 HU (air in the trachea and
+  bronchi, below -950 HU, is not lung) and the target lung is their largest connected part (vessels inside it count
+  as lung). The PTV is centred at the voxel at least its radius plus 2 mm inside that lung nearest to its centroid.
+  OARs: ``oar_medial`` towards the body's midline (±x, the mediastinum) and ``oar_anterior`` in front of the PTV
+  (−y), clipped to the body.
+- **ab** (abdomen, a pancreas-like target): bone is > 200 HU; the spine is the bone within 15 mm of the body's
+  midline (mean x of the body) in the posterior half of the body, its centroid taken over the slices that hold it.
+  The PTV is centred 25 % of the body's antero-posterior extent in front of that centroid (−y), moved to the nearest
+  voxel at least its radius plus 2 mm from bone, gas (< -400 HU) and the body surface. OARs: ``oar_right`` (−x) and
+  ``oar_left`` (+x) beside it, clipped to the soft tissue.
 
 A space too small for ``target_radius_mm`` (a child, a small phantom) gets the largest PTV that fits the margin,
 down to 5 mm (the radius used is in ``details``); the OAR radius is then at most the PTV radius.
@@ -47,6 +65,11 @@ MIN_RADIUS_MM = 5.0
 """Smallest virtual PTV radius (mm) used when the anatomy has no room for ``target_radius_mm``."""
 
 
+VIRTUAL_REGIONS = ("brain", "pelvis", "hn", "th", "ab")
+"""Regions with a virtual-target recipe (see the module docstring)."""
+_ID_REGIONS = {"B": "brain", "P": "pelvis", "HN": "hn", "TH": "th", "AB": "ab"}
+
+
 class StructureError(ValueError):
     """The case's structures cannot be used (missing, empty, outside the body); the message says which and why."""
 
@@ -58,19 +81,20 @@ class Structures:
     ptv: np.ndarray
     oars: dict[str, np.ndarray]
     source: str
-    """``'user'`` or ``'virtual-brain'`` / ``'virtual-pelvis'``."""
+    """``'user'``, ``'user-rtstruct'`` or ``'virtual-<region>'`` (brain, pelvis, hn, th, ab)."""
     details: dict[str, Any] = field(default_factory=dict)
     """Files (user) or centres and radii in mm (virtual), written to metrics.json."""
 
 
 def region_of_case(case_id: str, paths: list[Path] | tuple[Path, ...] = ()) -> str | None:
-    """``'brain'`` / ``'pelvis'`` from a SynthRAD id (``1BA001``, ``1PC012``) or a ``brain``/``pelvis`` path part."""
-    match = re.fullmatch(r"\d([BP])[A-Z]\d+", case_id.upper())
+    """The region from a SynthRAD id (``1BA001`` brain, ``1PC012`` pelvis, ``1HNA001`` hn, ``1THA001`` th,
+    ``1ABA001`` ab) or a region folder among the path's parts (``brain``, ``pelvis``, ``HN``, ``TH``, ``AB``)."""
+    match = re.fullmatch(r"\d(HN|TH|AB|B|P)[A-Z]\d+", case_id.upper())
     if match:
-        return "brain" if match.group(1) == "B" else "pelvis"
+        return _ID_REGIONS[match.group(1)]
     for path in paths:
         parts = {p.lower() for p in Path(path).parts}
-        for region in ("brain", "pelvis"):
+        for region in VIRTUAL_REGIONS:
             if region in parts:
                 return region
     return None
@@ -207,6 +231,113 @@ def virtual_pelvis(
     return Structures(ptv, oars, "virtual-pelvis", details)
 
 
+def _details(centre: np.ndarray, radius: float, oar_details: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    rounded = {k: [round(float(v), 1) for v in value] for k, value in extra.items()}
+    return {**rounded, "ptv": {"centre_mm_zyx": [round(float(v), 1) for v in centre], "radius_mm": round(radius, 1)},
+            **oar_details}
+
+
+def virtual_head_neck(
+    ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig
+) -> Structures:
+    """Virtual oropharynx PTV beside the airway at the neck, contralateral and posterior OARs (module docstring)."""
+    spacing = np.asarray(spacing_mm, dtype=float)
+    area = body.sum(axis=(1, 2))
+    slices = np.nonzero(area)[0]
+    if slices.size == 0:
+        raise StructureError("the body mask is empty: no head-and-neck target")
+    lower = slices[slices <= (slices[0] + slices[-1]) / 2.0]
+    candidates = lower[area[lower] >= 0.2 * area.max()]
+    if candidates.size == 0:
+        raise StructureError("no neck found (no slice in the lower half of the body with 20 % of the largest area); "
+                             "give --structures DIR")
+    neck_z = int(candidates[np.argmin(area[candidates])])
+    window = slice(max(neck_z - 10, 0), neck_z + 11)
+    air = np.zeros_like(body)
+    air[window] = (ct_hu[window] < -400.0) & body[window]
+    body_x = np.argwhere(body[neck_z])[:, 1].mean() * spacing[2]
+    air &= (np.abs(np.arange(body.shape[2]) * spacing[2] - body_x) <= 15.0)[None, None, :]  # not the lung apices
+    if air.sum() < MIN_VOXELS:
+        raise StructureError(f"no airway (< -400 HU inside the body) near the neck (slice {neck_z}) for an "
+                             "oropharynx target; give --structures DIR")
+    airway = np.argwhere(air).mean(axis=0) * spacing
+    bone = (ct_hu > 250.0) & body
+    soft = body & ~bone & (ct_hu >= -400.0)
+    slab = np.abs(np.arange(body.shape[0]) - neck_z) * spacing[0] <= 25.0
+    soft &= slab[:, None, None]  # the neck only: not the brain or the shoulders
+    clearance = ndimage.distance_transform_edt(np.pad(soft, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    radius = _fit_radius(clearance, 2.0, config, "the neck's soft tissue")
+    wanted = airway + np.array([0.0, -0.5 * radius, radius])
+    centre = _nearest_allowed(clearance >= radius + 2.0, spacing_mm, wanted)
+    assert centre is not None  # the voxel of largest clearance qualifies
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, radius) & soft
+    oars, oar_details = _place_oars(
+        [("oar_contralateral", np.array([0.0, 0.0, -1.0])), ("oar_posterior", np.array([0.0, 1.0, 0.0]))],
+        centre, radius, soft, ptv, spacing_mm, config,
+    )
+    return Structures(ptv, oars, "virtual-hn", _details(centre, radius, oar_details, airway_mm_zyx=airway))
+
+
+def virtual_thorax(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig
+                   ) -> Structures:
+    """Virtual PTV in the larger lung with medial and anterior OARs (see the module docstring)."""
+    spacing = np.asarray(spacing_mm, dtype=float)
+    lungs = body & (ct_hu >= -950.0) & (ct_hu < -400.0)
+    labels, count = ndimage.label(lungs)
+    if count == 0:
+        raise StructureError("no lung (-950…-400 HU inside the body) found for a thorax target; "
+                             "give --structures DIR")
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    lung = labels == int(np.argmax(sizes))
+    if lung.sum() < MIN_VOXELS:
+        raise StructureError("the lungs are too small for a thorax target; give --structures DIR")
+    body_x = np.argwhere(body)[:, 2].mean() * spacing[2]
+    depth = ndimage.distance_transform_edt(ndimage.binary_fill_holes(lung), sampling=spacing)  # vessels count
+    radius = _fit_radius(depth, 2.0, config, "the lung")
+    wanted = np.argwhere(lung).mean(axis=0) * spacing
+    centre = _nearest_allowed(depth >= radius + 2.0, spacing_mm, wanted)
+    assert centre is not None  # the voxel of largest depth qualifies
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, radius) & body
+    medial = np.array([0.0, 0.0, 1.0 if centre[2] < body_x else -1.0])
+    oars, oar_details = _place_oars(
+        [("oar_medial", medial), ("oar_anterior", np.array([0.0, -1.0, 0.0]))],
+        centre, radius, body, ptv, spacing_mm, config,
+    )
+    return Structures(ptv, oars, "virtual-th", _details(centre, radius, oar_details, lung_centroid_mm_zyx=wanted))
+
+
+def virtual_abdomen(ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], config: DoseConfig
+                    ) -> Structures:
+    """Virtual pancreas-like PTV in front of the spine with right and left OARs (see the module docstring)."""
+    spacing = np.asarray(spacing_mm, dtype=float)
+    points = np.argwhere(body)
+    if points.size == 0:
+        raise StructureError("the body mask is empty: no abdomen target")
+    body_x = points[:, 2].mean() * spacing[2]
+    y_low, y_high = points[:, 1].min() * spacing[1], (points[:, 1].max() + 1) * spacing[1]
+    bone = (ct_hu > 200.0) & body
+    bone_idx = np.argwhere(bone)
+    spine = bone_idx[(np.abs(bone_idx[:, 2] * spacing[2] - body_x) <= 15.0)
+                     & (bone_idx[:, 1] * spacing[1] >= (y_low + y_high) / 2.0)]
+    if spine.shape[0] < MIN_VOXELS:
+        raise StructureError("no spine (bone > 200 HU near the midline, posterior half of the body) found for an "
+                             "abdomen target; give --structures DIR")
+    spine_mm = spine.mean(axis=0) * spacing
+    wanted = spine_mm - np.array([0.0, 0.25 * (y_high - y_low), 0.0])
+    soft = body & ~bone & (ct_hu >= -400.0)
+    clearance = ndimage.distance_transform_edt(soft, sampling=spacing)
+    radius = _fit_radius(clearance, 2.0, config, "the abdomen's soft tissue")
+    centre = _nearest_allowed(clearance >= radius + 2.0, spacing_mm, wanted)
+    assert centre is not None  # the voxel of largest clearance qualifies
+    ptv = _ball(ct_hu.shape, spacing_mm, centre, radius) & soft
+    oars, oar_details = _place_oars(
+        [("oar_right", np.array([0.0, 0.0, -1.0])), ("oar_left", np.array([0.0, 0.0, 1.0]))],
+        centre, radius, soft, ptv, spacing_mm, config,
+    )
+    return Structures(ptv, oars, "virtual-ab", _details(centre, radius, oar_details, spine_mm_zyx=spine_mm))
+
+
 def virtual_structures(
     ct_hu: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, ...], region: str, config: DoseConfig
 ) -> Structures:
@@ -216,7 +347,14 @@ def virtual_structures(
         return virtual_brain(ct_hu, body, spacing_mm, config)
     if region == "pelvis":
         return virtual_pelvis(ct_hu, body, spacing_mm, config)
-    raise StructureError(f"no virtual-target recipe for region {region!r} (brain, pelvis); give --structures DIR")
+    if region == "hn":
+        return virtual_head_neck(ct_hu, body, spacing_mm, config)
+    if region == "th":
+        return virtual_thorax(ct_hu, body, spacing_mm, config)
+    if region == "ab":
+        return virtual_abdomen(ct_hu, body, spacing_mm, config)
+    raise StructureError(f"no virtual-target recipe for region {region!r} ({', '.join(VIRTUAL_REGIONS)}); "
+                         "give --structures DIR")
 
 
 def _structure_files(folder: Path) -> tuple[list[Path], dict[str, Path]]:

@@ -1,6 +1,8 @@
-"""``synthct phantom``: write paired MR/CT/mask phantom cases in the SynthRAD 2023 layout.
+"""``synthct phantom``: write paired MR/CT/mask phantom cases in the SynthRAD layout.
 
-Either generated anatomy (``--region brain|pelvis --cases N --seed S --size small|medium|synthrad``) or cases made
+Either generated anatomy (``--region brain|pelvis|hn|th|ab --cases N --seed S --size small|medium|synthrad``: SynthRAD
+2023's brain and pelvis in ``Task1/{brain,pelvis}/1BA001…``, SynthRAD 2025's head and neck, thorax and abdomen in
+``Task1/{HN,TH,AB}/1HNA001…``) or cases made
 from a real CT (``--from-ct PATH``: tissue classes by HU, simulated MR, one random deformation per case).
 """
 
@@ -17,8 +19,11 @@ log = logging.getLogger("synthct.phantom")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from synthct.phantom.generate import REGIONS, SIZE_NAMES
 
-    parser.add_argument("--out", required=True, type=Path, help="output folder (cases go to OUT/Task1/<region>/<ID>/)")
-    parser.add_argument("--region", choices=REGIONS, default="brain", help="anatomy (default brain)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder (cases go to OUT/Task1/<region folder>/<ID>/: brain, pelvis, HN, TH, AB)")
+    parser.add_argument("--region", choices=REGIONS, default="brain",
+                        help="anatomy: brain, pelvis (SynthRAD 2023); hn = head and neck, th = thorax, ab = abdomen "
+                             "(SynthRAD 2025); default brain")
     parser.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; case k's seed derives from (seed, k)")
     parser.add_argument("--size", choices=SIZE_NAMES, default="small",

@@ -12,28 +12,42 @@ few voxels thick.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from synthct.phantom import tissues as T
 from synthct.phantom.canvas import Block, Canvas
 from synthct.phantom.fields import rotation_matrix
 from synthct.phantom.paint import air_cells, block_noise, box, paint_bone, paint_ellipsoid, shape_in
-from synthct.phantom.shapes import capsule, ellipsoid, polyline, rotated_ellipsoid, smooth_union
+from synthct.phantom.shapes import Coords, capsule, ellipsoid, polyline, rotated_ellipsoid, smooth_union
 
 _BONE = (T.CORTICAL_BONE, T.CANCELLOUS_BONE, T.TEETH)
 _CRANIUM = ((0.0, 5.0, 0.0), (85.0, 95.0, 73.0))
 
 
-def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
-    """Paint a random head (see the module docstring) onto ``canvas``."""
+Outline = tuple[tuple[float, float, float], tuple[float, float, float], Callable[[Coords], np.ndarray]]
+"""(box low, box high, signed distance) of body parts joined to the head's outline (the head-and-neck phantom's
+neck and shoulders)."""
+
+
+def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float, below: Outline | None = None) -> None:
+    """Paint a random head (see the module docstring) onto ``canvas``; ``below`` (optional) extends the outline
+    (and the neck muscles) downwards."""
     g = rng.uniform
-    head_block = canvas.block((-200.0, -110.0, -85.0), (95.0, 110.0, 85.0))
+    low, high = (-200.0, -110.0, -85.0), (95.0, 110.0, 85.0)
+    if below is not None:
+        low = tuple(min(a, b) for a, b in zip(low, below[0], strict=True))  # type: ignore[assignment]
+        high = tuple(max(a, b) for a, b in zip(high, below[1], strict=True))  # type: ignore[assignment]
+    head_block = canvas.block(low, high)
     assert head_block is not None
     u = canvas.coords(head_block)
     # Outline: cranium, face, neck and nose, smoothly joined.
     head = smooth_union(ellipsoid(u, *_CRANIUM), ellipsoid(u, (-55.0, -22.0, 0.0), (50.0, 60.0, 57.0)), 10.0)
     head = smooth_union(head, ellipsoid(u, (-135.0, 20.0, 0.0), (70.0, 56.0, 52.0)), 12.0)
     head = smooth_union(head, ellipsoid(u, (-45.0, -80.0, 0.0), (20.0, 12.0, 10.0)), 5.0)
+    if below is not None:
+        head = smooth_union(head, below[2](u), 15.0)
     depth = np.negative(head, out=head)
     inside = depth > 0
     canvas.paint(T.SOFT_TISSUE, inside, head_block)
@@ -45,7 +59,7 @@ def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
     canvas.paint(T.SKIN, inside & (depth < skin_t), head_block)
     galea_t = g(1.0, 2.0) * thin
     del depth, inside
-    _paint_neck_muscles(canvas, rng)
+    _paint_neck_muscles(canvas, rng, low, high)
 
     cran_block = canvas.block(*box(*_CRANIUM))
     assert cran_block is not None
@@ -57,9 +71,10 @@ def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
     _paint_face(canvas, rng, thin)
 
 
-def _paint_neck_muscles(canvas: Canvas, rng: np.random.Generator) -> None:
+def _paint_neck_muscles(canvas: Canvas, rng: np.random.Generator, low: tuple[float, float, float],
+                        high: tuple[float, float, float]) -> None:
     """Neck muscles with fat planes between them (below the jaw), over the neck's soft tissue."""
-    block = canvas.block((-200.0, -110.0, -85.0), (-68.0, 110.0, 85.0))
+    block = canvas.block(low, (-68.0, high[1], high[2]))
     if block is None:
         return
     low = canvas.coords(block)[0] < -70.0

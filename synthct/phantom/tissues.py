@@ -3,8 +3,10 @@
 For each tissue a case draws its mean HU uniformly from ``hu_mean``; CT texture adds a correlated deviation of
 standard deviation ``hu_texture``; ``hu_range`` is the range tests hold the tissue's voxels to (before
 partial-volume smoothing). MR intensities are relative to the region's reference tissue (white matter in the
-brain, fat in the pelvis) and drawn per case from ``mr_relative``, so contrast varies between cases. Cortical bone,
-teeth and air are all dark in T1 MR: intensity alone cannot tell bone from air.
+brain and head-and-neck, fat in the pelvis, thorax and abdomen) and drawn per case from ``mr_relative``, so
+contrast varies between cases. Cortical bone, teeth, air, bowel gas and lung are all dark in T1 MR (lung has
+almost no proton signal): intensity alone cannot tell bone from air or lung. The couch (thorax, abdomen) is in
+the CT only, as on real planning CTs; MR shows no couch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ TEETH = 15
 MARROW = 16
 BLOOD = 17
 FAECES = 18
+LUNG = 19
+LIVER = 20
+KIDNEY = 21
+SPLEEN = 22
+HEART = 23
+FLUID = 24
+CARTILAGE = 25
+TABLE_SHELL = 26
+TABLE_FOAM = 27
 
 TISSUE_NAMES: dict[int, str] = {
     BACKGROUND: "background",
@@ -53,6 +64,15 @@ TISSUE_NAMES: dict[int, str] = {
     MARROW: "marrow",
     BLOOD: "blood",
     FAECES: "faeces",
+    LUNG: "lung",
+    LIVER: "liver",
+    KIDNEY: "kidney",
+    SPLEEN: "spleen",
+    HEART: "heart",
+    FLUID: "fluid",
+    CARTILAGE: "cartilage",
+    TABLE_SHELL: "table_shell",
+    TABLE_FOAM: "table_foam",
 }
 N_LABELS = max(TISSUE_NAMES) + 1
 
@@ -103,7 +123,37 @@ PELVIS_TISSUES: dict[int, Tissue] = {
     FAECES: Tissue((-60, 20), 25.0, (-140, 90), (0.25, 0.6), 0.1),
 }
 
-TISSUES: dict[str, dict[int, Tissue]] = {"brain": BRAIN_TISSUES, "pelvis": PELVIS_TISSUES}
+HN_TISSUES: dict[int, Tissue] = {
+    **BRAIN_TISSUES,
+    CANCELLOUS_BONE: Tissue((250, 380), 45.0, (120, 520), (0.55, 0.85), 0.08),
+    CARTILAGE: Tissue((120, 200), 20.0, (50, 280), (0.25, 0.4)),
+    LUNG: Tissue((-880, -820), 30.0, (-970, -720), (0.01, 0.05), 0.3),
+}
+"""Head and neck: the brain phantom's head (diploë and vertebrae less dense than the brain's skull diploë),
+laryngeal and tracheal cartilage, lung apices."""
+
+_TRUNK: dict[int, Tissue] = {
+    **_COMMON,
+    MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.3, 0.45)),
+    CORTICAL_BONE: Tissue((1050, 1450), 100.0, (800, 1800), (0.005, 0.04), 0.2),
+    CANCELLOUS_BONE: Tissue((200, 320), 45.0, (80, 450), (0.55, 0.85), 0.08),
+    INTERNAL_AIR: Tissue((-1000, -980), 8.0, (-1024, -900), (0.0, 0.015), 0.0),
+    LUNG: Tissue((-880, -810), 35.0, (-980, -700), (0.01, 0.05), 0.3),
+    LIVER: Tissue((55, 65), 6.0, (30, 90), (0.5, 0.7)),
+    KIDNEY: Tissue((28, 40), 6.0, (5, 65), (0.35, 0.55)),
+    SPLEEN: Tissue((45, 55), 6.0, (25, 80), (0.35, 0.5)),
+    HEART: Tissue((40, 55), 6.0, (15, 80), (0.35, 0.5)),
+    FLUID: Tissue((0, 20), 5.0, (-20, 40), (0.06, 0.2)),
+    CARTILAGE: Tissue((120, 200), 20.0, (50, 280), (0.25, 0.4)),
+    BOWEL: Tissue((25, 45), 8.0, (-10, 80), (0.35, 0.55)),
+    FAECES: Tissue((-60, 20), 25.0, (-140, 90), (0.25, 0.6), 0.1),
+    TABLE_SHELL: Tissue((250, 450), 30.0, (100, 600), (0.0, 0.0), 0.0),
+    TABLE_FOAM: Tissue((-960, -920), 8.0, (-1000, -850), (0.0, 0.0), 0.0),
+}
+"""Thorax and abdomen (unenhanced CT: liver 55-65 HU, blood ~40 HU, lung ~-850 HU, gas ~-1000 HU)."""
+
+TISSUES: dict[str, dict[int, Tissue]] = {"brain": BRAIN_TISSUES, "pelvis": PELVIS_TISSUES, "hn": HN_TISSUES,
+                                         "th": _TRUNK, "ab": _TRUNK}
 
 
 def draw_table(tissues: dict[int, Tissue], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray,
