@@ -5,7 +5,8 @@ CTs (what a perfect model would predict) inside the automatic body mask, and a Q
 
 Prints per case the bone fraction (> 250 HU in the mask), the air fraction in the body's core and the MR's
 max / p99.5, and writes ``OUT/qa/index.html`` with the true CT in place of the sCT (a page with no flags expected).
-Cases: brain and pelvis phantoms, and an MR simulated from Debian's invesalius-examples head CT when installed.
+Cases: brain, pelvis, head-and-neck, thorax and abdomen phantoms, and an MR simulated from Debian's
+invesalius-examples head CT when installed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ INV3 = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 
 def cases(size: str, seeds: int):
     """Yield (name, region, mr image, true CT image)."""
-    for region in ("brain", "pelvis"):
+    for region in ("brain", "pelvis", "hn", "th", "ab"):
         for index in range(1, seeds + 1):
             volumes = generate_volumes(region, case_seed(1, region, index), size)
             yield f"{region}-{size}-{index}", region, volumes.image(volumes.mr), volumes.image(volumes.ct_hu)

@@ -286,7 +286,8 @@ def test_container_missing_mask_falls_back_with_warning(tmp_path: Path, package:
     fallback, normal = results["1BA001.mha"], results["1BA002.mha"]
     assert fallback["error_messages"] == [] and len(fallback["warnings"]) == 1
     assert "no body mask" in fallback["warnings"][0] and "computed from the MR" in fallback["warnings"][0]
-    assert set(normal) == {"outputs", "inputs", "error_messages", "backend", "geometry"}  # no "warnings" key
+    assert set(normal) == {"outputs", "inputs", "error_messages", "backend", "geometry",
+                           "model_source"}  # no "warnings" key
     mr = sitk.GetArrayFromImage(image).astype(np.float32)
     auto = sitk.GetArrayFromImage(body_mask_from_mr(image))
     sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "images" / "synthetic-ct" / "1BA001.mha")))
@@ -318,6 +319,12 @@ def test_qa_flags() -> None:
     gassy = sct.copy()
     gassy[:, 25:35, 25:35] = -900  # air in the core of the body
     assert "air inside the body" in " | ".join(case_statistics(gassy, mask, mr, spacing, "pelvis")["flags"])
+    # lungs fill a thorax's core: the same air is usual there, and only far more air is flagged
+    lungs = sct.copy()
+    lungs[:, 22:38, 22:38] = -850
+    assert "air inside the body" not in " | ".join(case_statistics(lungs, mask, mr, spacing, "th")["flags"])
+    lungs[:, 15:45, 15:45] = -850
+    assert "air inside the body" in " | ".join(case_statistics(lungs, mask, mr, spacing, "th")["flags"])
     spiky = mr.copy()
     spiky[5, 30, 30] = 10 * 500.0
     assert "MR outliers" in " | ".join(case_statistics(sct, mask, spiky, spacing, "pelvis")["flags"])
