@@ -17,10 +17,11 @@ usage: docker run IMAGE                  the grand-challenge job: /input → /ou
        (outside a container: python -m algorithm [predict ARGS])
 
 Grand-challenge job (no arguments): reads /input/images/mri/<name>.mha, /input/images/body/<name>.mha and
-/input/region.json; writes /output/images/synthetic-ct/<name>.mha and /output/results.json. Environment:
-SYNTHCT_INPUT, SYNTHCT_OUTPUT, SYNTHCT_MODELS, SYNTHCT_BACKEND (auto|onnxruntime|openvino|openvino-bf16|
-onnxruntime-fp16|tensorrt), SYNTHCT_DEVICE (auto|cpu|cuda), SYNTHCT_BATCH_SIZE, SYNTHCT_THREADS, SYNTHCT_PROGRESS
-(1|0), SYNTHCT_RESAMPLE (auto|never: bring the MR to the model's training spacing).
+/input/region.json; writes /output/images/synthetic-ct/<name>.mha and /output/results.json. Model packages:
+/opt/ml/model (grand-challenge's algorithm model) when it holds any file, else the image's. Environment:
+SYNTHCT_INPUT, SYNTHCT_OUTPUT, SYNTHCT_ALGORITHM_MODEL, SYNTHCT_MODELS, SYNTHCT_BACKEND (auto|onnxruntime|openvino|
+openvino-bf16|onnxruntime-fp16|tensorrt), SYNTHCT_DEVICE (auto|cpu|cuda), SYNTHCT_BATCH_SIZE, SYNTHCT_THREADS,
+SYNTHCT_PROGRESS (1|0), SYNTHCT_RESAMPLE (auto|never: bring the MR to the model's training spacing).
 
 Offline, e.g. a DICOM MR series to a DICOM CT series (mount the folders; run as yourself so the files are yours):
   docker run --rm --network none --user "$(id -u):$(id -g)" -v "$PWD/mr:/data:ro" -v "$PWD/out:/out" IMAGE \\

@@ -129,7 +129,8 @@ def inspect_image(image: str) -> dict[str, Any]:
     """``docker image inspect`` of a local image; :class:`CheckError` if Docker or the image is missing."""
     info = docker("info", "--format", "{{.ServerVersion}}", timeout=60)
     if info.returncode != 0:
-        raise CheckError(f"no Docker daemon reachable ({info.stderr.strip().splitlines()[-1:] or info.returncode})")
+        lines = info.stderr.strip().splitlines() or [f"docker info: exit {info.returncode}"]
+        raise CheckError(f"no Docker daemon reachable ({lines[-1]})")
     done = docker("image", "inspect", image, timeout=60)
     if done.returncode != 0:
         raise CheckError(f"image {image!r} not found locally (submission-check never pulls: build or load it first)")

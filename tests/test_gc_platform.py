@@ -286,3 +286,12 @@ def test_an_oom_killed_or_slow_job_fails_with_the_reason() -> None:
     assert judge_job(good, 1024**3, 1200).status == "WARN"  # within grand-challenge's reserved 1 GB
     no_output = JobResult("brain", exit_code=0, problems=["no /output/images/synthetic-ct/x.mha"])
     assert judge_job(no_output, 8 * 1024**3, 1200).status == "FAIL"
+
+
+def test_package_and_submission_check_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, algorithm.model_archive, algorithm.submission_check, algorithm.container; "
+            "bad = [m for m in ('torch', 'monai') if m in sys.modules]; sys.exit(str(bad) if bad else 0)")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
