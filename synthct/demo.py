@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="also stop training after this many minutes, final validation included (default 0: "
                              "no time budget, the run's result then does not depend on the machine's speed)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads for training (default 0: torch's choice; 1: bit-identical reruns, "
+                             "as multi-threaded CPU kernels do not fix their summation order)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "cpu_smoke.yaml")
     args = parser.parse_args(argv)
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "--split", str(split), "--out", str(out / "baseline")))
     _run("3. train", _synthct("train", "--config", str(args.config), "--data", str(data), "--region", region,
                               "--split", str(split), "--out", str(run_dir),
-                              "--set", f"train.max_steps={args.steps}", "--set", f"train.max_minutes={args.minutes}"))
+                              "--set", f"train.max_steps={args.steps}", "--set", f"train.max_minutes={args.minutes}",
+                              "--set", f"train.num_threads={args.threads}"))
     _run("4. export", _synthct("export", "--checkpoint", str(run_dir / "best.pt"), "--out", str(models / region)))
 
     val_ids = json.loads(split.read_text(encoding="utf-8"))["val"]

@@ -34,12 +34,12 @@ def _settings(command: list[str]) -> dict[str, str]:
 def test_demo_trains_a_fixed_number_of_steps_without_a_time_budget(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
     settings = _settings(_train_command(monkeypatch, tmp_path))
-    assert settings == {"train.max_steps": str(demo.DEMO_STEPS), "train.max_minutes": "0.0"}
+    assert settings == {"train.max_steps": str(demo.DEMO_STEPS), "train.max_minutes": "0.0", "train.num_threads": "0"}
     assert demo.DEMO_STEPS == 400
 
 
 def test_demo_time_budget_is_an_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    settings = _settings(_train_command(monkeypatch, tmp_path, "--steps", "0", "--minutes", "9.5"))
-    assert settings == {"train.max_steps": "0", "train.max_minutes": "9.5"}
+    settings = _settings(_train_command(monkeypatch, tmp_path, "--steps", "0", "--minutes", "9.5", "--threads", "1"))
+    assert settings == {"train.max_steps": "0", "train.max_minutes": "9.5", "train.num_threads": "1"}
     with pytest.raises(SystemExit):
         demo.main(["--out", str(tmp_path), "--steps", "0"])  # no end at all: refused

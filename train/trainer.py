@@ -106,7 +106,6 @@ def steps_per_epoch(n_train: int, config: Config, world_size: int) -> int:
     return max(1, math.ceil(patches / (config.train.batch_size * world_size)))
 
 
-
 class Trainer:
     """Trains one run. ``clock`` gives the time (``time.monotonic``; tests pass a fake one), ``started`` the
     clock's reading when the command started (default: now), from which ``train.max_minutes`` counts."""
