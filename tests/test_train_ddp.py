@@ -99,7 +99,7 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
     assert checkpoint["step"] == 2 and checkpoint["rng"]["sampler"]["world_size"] == 2
     # the training geometry travels with the checkpoint (tiny dataset: LPS, 1 mm): export puts it in model.json
     assert checkpoint["geometry"] == {"orientation": "LPS", "spacing_zyx_mm": [1.0, 1.0, 1.0],
-                                      "spacing_tolerance": 0.1}
+                                      "spacing_tolerance": 0.15}
     for name, tensor in checkpoint["generator"].items():
         assert torch.equal(tensor, weights[0][name]), name
     assert len(list((run_dir / "validation").glob("*.json"))) == 1
