@@ -247,12 +247,12 @@ def _run(args: list[str], timeout: float = HANG_GUARD_S) -> subprocess.Completed
 
 @pytest.mark.slow
 @pytest.mark.timeout(4 * HANG_GUARD_S)
-def test_thorax_end_to_end_with_region_json(tmp_path: Path) -> None:
-    """Thorax (lungs: the hardest 2025 region for MR → CT): 2 phantom cases → data prepare → 2 training steps →
-    export → the grand-challenge job with region.json "Thorax" → evaluate with the 2025 variant."""
+@pytest.mark.parametrize("region", ["hn", "th", "ab"])
+def test_2025_region_end_to_end_with_region_json(region: str, tmp_path: Path) -> None:
+    """Each 2025 region: 2 phantom cases → data prepare → 2 training steps → export → the grand-challenge job with
+    region.json "Head and Neck" / "Thorax" / "Abdomen" → evaluate with the 2025 variant."""
     from algorithm.container import run_container
 
-    region = "th"
     data = tmp_path / "data"
     assert synthct_main(["phantom", "--out", str(data), "--region", region, "--cases", "2", "--seed", "5",
                          "--no-progress"]) == 0
@@ -273,7 +273,8 @@ def test_thorax_end_to_end_with_region_json(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert json.loads((package / "model.json").read_text(encoding="utf-8"))["region"] == region
 
-    case = data / "Task1" / FOLDERS[region] / "1THA002"
+    case_id = f"1{FOLDERS[region]}A002"
+    case = data / "Task1" / FOLDERS[region] / case_id
     job_in, job_out = tmp_path / "input", tmp_path / "output"
     for source, target in (("mr", "mri"), ("mask", "body")):
         (job_in / "images" / target).mkdir(parents=True)
@@ -294,7 +295,7 @@ def test_thorax_end_to_end_with_region_json(tmp_path: Path) -> None:
 
     pred = tmp_path / "pred"
     pred.mkdir()
-    (pred / "1THA002.mha").write_bytes(sct_path.read_bytes())
+    (pred / f"{case_id}.mha").write_bytes(sct_path.read_bytes())
     metrics = tmp_path / "metrics.json"
     assert synthct_main(["evaluate", "--pred", str(pred), "--gt", str(data), "--out", str(metrics),
                          "--only-predicted", "--variant", "synthrad2025", "--no-progress"]) == 0
