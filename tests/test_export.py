@@ -48,7 +48,7 @@ def make_checkpoint(path: Path, model: dict[str, Any] | None = None, region: str
         "format": "synthct-checkpoint", "format_version": 1, "config": config, "generator": generator.state_dict(),
         "discriminator": {}, "optimizer_g": {}, "optimizer_d": {}, "scaler": {}, "epoch": 3, "step": 42, "rng": {},
         "metrics": {"mae": 151.5, "psnr": 21.0, "ssim": float("nan")}, "versions": versions(),
-        "geometry": {"orientation": "LPS", "spacing_zyx_mm": [2.5, 1.0, 1.0], "spacing_tolerance": 0.1},
+        "geometry": {"orientation": "LPS", "spacing_zyx_mm": [1.0, 1.0, 1.0], "spacing_tolerance": 0.15},
     })
     return path
 
@@ -88,8 +88,8 @@ def test_package_is_self_describing_and_verified(exported: tuple[Path, Path, dic
     assert manifest["mr_normalisation"] == {"rule": "percentile", "percentile": 99.0}
     assert manifest["ct_normalisation"] == {"hu_min": -1024.0, "hu_max": 3000.0}
     assert manifest["background_hu"] == -1000
-    assert manifest["geometry"] == {"orientation": "LPS", "spacing_zyx_mm": [2.5, 1.0, 1.0], "spacing_tolerance": 0.1}
-    assert package.geometry is not None and package.geometry.spacing_zyx_mm == (2.5, 1.0, 1.0)
+    assert manifest["geometry"] == {"orientation": "LPS", "spacing_zyx_mm": [1.0, 1.0, 1.0], "spacing_tolerance": 0.15}
+    assert package.geometry is not None and package.geometry.spacing_zyx_mm == (1.0, 1.0, 1.0)
     assert (manifest["input_name"], manifest["output_name"]) == ("mr", "sct")
     assert manifest["onnx"]["sha256"] == sha256_of(package.onnx_path) and manifest["onnx"]["opset"] >= 17
     assert manifest["onnx"]["external_data"] is None and manifest["tensorrt"] is None
