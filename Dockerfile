@@ -1,4 +1,4 @@
-# synthct algorithm container (grand-challenge, SynthRAD 2023 layout): /input → /output, `python -m algorithm`.
+# synthct algorithm container (grand-challenge, SynthRAD 2023 layout): /input → /output, `python -m synthct.algorithm`.
 #
 # Build from the repository root, with or without model packages baked in:
 #   docker build -t synthct-algorithm .      # bakes ./models/<region>/ (or one package) if the checkout has ./models
@@ -40,15 +40,15 @@ RUN python -m pip install --no-cache-dir -r /opt/app/requirements.txt "${ORT_PAC
 
 WORKDIR /opt/app
 COPY --chown=root:root synthct/ /opt/app/synthct/
-COPY --chown=root:root algorithm/ /opt/app/algorithm/
+COPY --chown=root:root algorithm/ /opt/app/synthct/algorithm/
 COPY --chown=root:root algorithm/models-README.md ${MODELS} /opt/app/models/
 
 # Fail the build, not the first job, if the code cannot import or a baked model package does not verify (none baked
 # is fine: the job then needs /opt/ml/model). (The matplotlib cache made here is removed: at run time the user, any
 # uid, makes its own in /tmp.)
-RUN python -c "import algorithm.container, algorithm.backends, algorithm.entrypoint, algorithm.cli, algorithm.qa, \
-synthct.body_mask, synthct.dicom, matplotlib.pyplot; \
-from algorithm.cases import find_model_packages; \
+RUN python -c "import synthct.algorithm.container, synthct.algorithm.backends, synthct.algorithm.entrypoint, \
+synthct.algorithm.cli, synthct.algorithm.qa, synthct.body_mask, synthct.dicom, matplotlib.pyplot; \
+from synthct.algorithm.cases import find_model_packages; \
 from synthct.model_package import load_model_package; from pathlib import Path; \
 problems = []; found = find_model_packages(Path('/opt/app/models'), problems); assert not problems, problems; \
 [load_model_package(d, expected_region=r) for r, d in found.items()]; \
@@ -57,4 +57,4 @@ print('baked models:', sorted(found) or 'none (the job loads /opt/ml/model)')" \
 
 USER 10001:10001
 
-ENTRYPOINT ["python", "-m", "algorithm"]
+ENTRYPOINT ["python", "-m", "synthct.algorithm"]

@@ -1,5 +1,6 @@
 """The grand-challenge algorithm: MR + body mask → synthetic CT with an exported model package (no torch).
 
-``python -m algorithm`` is the container entry point (:mod:`algorithm.container`); ``synthct predict`` runs the
-same code on local files (:mod:`algorithm.cli`).
+``python -m synthct.algorithm`` is the container entry point (:mod:`synthct.algorithm.container`); ``synthct predict``
+runs the
+same code on local files (:mod:`synthct.algorithm.cli`).
 """

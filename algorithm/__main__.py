@@ -1,7 +1,7 @@
-"""``python -m algorithm``: the container entry point (no arguments: /input → /output; ``predict ARGS``)."""
+"""``python -m synthct.algorithm``: the container entry point (no arguments: /input → /output; ``predict ARGS``)."""
 
 import sys
 
-from algorithm.entrypoint import main
+from synthct.algorithm.entrypoint import main
 
 sys.exit(main())

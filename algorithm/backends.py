@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+from synthct.algorithm.cpu import cpu_vendor, memory_limit_bytes, supports_bf16, usable_cpus
 
-from algorithm.cpu import cpu_vendor, memory_limit_bytes, supports_bf16, usable_cpus
 from synthct.model_package import ModelPackage, ModelPackageError
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -118,7 +118,7 @@ class OnnxRuntimePredictor:
     ``device="cuda"`` fails with :class:`BackendUnavailable` instead of falling back; so does ``fp16=True``
     (the fp16 graph is for the GPU only).
 
-    CPU: threads default to :func:`algorithm.cpu.usable_cpus` (affinity and cgroup quota, not the host's cores),
+    CPU: threads default to :func:`synthct.algorithm.cpu.usable_cpus` (affinity and cgroup quota, not the host's cores),
     one window per call, CPU arena per :func:`cpu_arena_enabled`. CUDA: IO binding (outputs stay on the device until
     copied once), ``cudnn_conv_algo_search`` and, with ``cuda_graph_batch``, a CUDA graph captured for that fixed
     batch (inputs/outputs in preallocated device buffers; the last chunk is padded).
@@ -269,7 +269,8 @@ class OpenVinoPredictor:
     """OpenVINO on the CPU, reading the package's ONNX (sha256-verified bytes) directly; ``precision`` f32 or bf16.
 
     The model is reshaped to a static batch of 1 (the CPU plugin's fastest form for a fixed 64³ window) and compiled
-    with the LATENCY hint, one inference request, :func:`algorithm.cpu.usable_cpus` threads. ``bf16`` asks for the
+    with the LATENCY hint, one inference request, :func:`synthct.algorithm.cpu.usable_cpus` threads. ``bf16`` asks for
+    the
     bf16 inference-precision hint and is refused on a CPU without native bf16 (``avx512_bf16`` / ``amx_bf16``), where
     OpenVINO would silently stay in f32 or emulate.
     """

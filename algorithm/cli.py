@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder for <case id>.mha and results.json")
     parser.add_argument("--region", default=None,
                         help="anatomy (Brain, Pelvis, 'Head and Neck', …); default: the only model, else the case id")
-    from algorithm.backends import BACKENDS
+    from synthct.algorithm.backends import BACKENDS
 
     parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("SYNTHCT_BACKEND") or "auto",
                         help="runtime backend (default: SYNTHCT_BACKEND, else auto: fastest this CPU/GPU supports "
@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from algorithm.cases import RegionError, canonical_region, collect_cases
+    from synthct.algorithm.cases import RegionError, canonical_region, collect_cases
+
     from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION
     from synthct.io import IMAGE_SUFFIXES
 
@@ -121,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict_cases(args: argparse.Namespace, cases: list, region: str | None, threshold: float) -> int:
     """Load the models, run the cases, merge results.json; the exit status (0, 1 if a case failed, 2 if none ran)."""
-    from algorithm.cases import find_model_packages
-    from algorithm.runner import ExtraOutputs, ModelRegistry, run_cases, write_results
+    from synthct.algorithm.cases import find_model_packages
+    from synthct.algorithm.runner import ExtraOutputs, ModelRegistry, run_cases, write_results
+
     from synthct.model_package import ModelPackageError
 
     problems: list[str] = []

@@ -1,4 +1,4 @@
-"""The grand-challenge algorithm container (SPEC §5): ``/input`` → ``/output``; ``python -m algorithm``.
+"""The grand-challenge algorithm container (SPEC §5): ``/input`` → ``/output``; ``python -m synthct.algorithm``.
 
 Reads ``/input/images/mri/<name>.{mha,nii.gz,nii,nrrd,mhd}``, the body masks in ``/input/images/body/`` (paired by
 case id; a case without one falls back to the automatic body mask of :mod:`synthct.body_mask`, with a warning in the
@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from algorithm.backends import BACKENDS
-from algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
-from algorithm.model_archive import describe_contents, visible_entries
-from algorithm.runner import ModelRegistry, run_cases, write_results
+from synthct.algorithm.backends import BACKENDS
+from synthct.algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
+from synthct.algorithm.model_archive import describe_contents, visible_entries
+from synthct.algorithm.runner import ModelRegistry, run_cases, write_results
+
 from synthct.atomic import write_json_atomic
 from synthct.geometry import RESAMPLE_MODES
 from synthct.model_package import ModelPackageError

@@ -1,8 +1,9 @@
-"""The algorithm image's entry point (``python -m algorithm``): the grand-challenge job, or ``synthct predict``.
+"""The algorithm image's entry point (``python -m synthct.algorithm``): the grand-challenge job, or ``synthct predict``.
 
-    python -m algorithm                   # no arguments: the grand-challenge job, /input → /output (SPEC §5)
-    python -m algorithm predict ARGS      # ``synthct predict ARGS`` (SPEC §9); --model defaults to $SYNTHCT_MODELS
-    python -m algorithm --help            # this usage; ``predict --help`` lists predict's options
+    python -m synthct.algorithm                   # no arguments: the grand-challenge job, /input → /output (SPEC §5)
+    python -m synthct.algorithm predict ARGS      # ``synthct predict ARGS`` (SPEC §9); --model defaults to
+    $SYNTHCT_MODELS
+    python -m synthct.algorithm --help            # this usage; ``predict --help`` lists predict's options
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ USAGE = """\
 usage: docker run IMAGE                  the grand-challenge job: /input → /output
        docker run IMAGE predict ARGS     synthct predict ARGS (offline use; --model defaults to the image's models)
        docker run IMAGE predict --help   predict's options
-       (outside a container: python -m algorithm [predict ARGS])
+       (outside a container: python -m synthct.algorithm [predict ARGS])
 
 Grand-challenge job (no arguments): reads /input/images/mri/<name>.mha, /input/images/body/<name>.mha and
 /input/region.json; writes /output/images/synthetic-ct/<name>.mha and /output/results.json. Model packages:
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch on the first argument; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        from algorithm.container import main as container_main
+        from synthct.algorithm.container import main as container_main
 
         return container_main()
     if args[0] == "predict":

@@ -1,7 +1,8 @@
 """``synthct package``: model packages → the grand-challenge "algorithm model" tarball (SPEC §13).
 
 Grand-challenge extracts an algorithm's uploaded model (``model.tar.gz``) into ``/opt/ml/model/``, where the
-algorithm container looks first (:func:`algorithm.container.locate_models`). The tarball holds one package at its
+algorithm container looks first (:func:`synthct.algorithm.container.locate_models`). The tarball holds one package at
+its
 root (``model.json``, ``model.onnx``, …) or ``<region>/`` packages: exactly ``model.json`` and the files it lists,
 each verified against its sha256 first, so it extracts to what ``synthct predict --model`` and the container load.
 Files the manifest does not list are left out (and named). It is deterministic: entries sorted, mtime 0, owner
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from algorithm.cases import find_model_packages
+from synthct.algorithm.cases import find_model_packages
+
 from synthct.atomic import temp_prefix
 from synthct.model_package import MANIFEST_NAME, ModelPackageError, load_model_package, sha256_of
 

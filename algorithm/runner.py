@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from synthct.algorithm.backends import Backend, Device, Predictor, make_predictor
+from synthct.algorithm.cases import CaseFiles, RegionError, resolve_region
+from synthct.algorithm.inference import check_inputs, predict_case
+from synthct.algorithm.qa import qa_case, write_qa_index
 
-from algorithm.backends import Backend, Device, Predictor, make_predictor
-from algorithm.cases import CaseFiles, RegionError, resolve_region
-from algorithm.inference import check_inputs, predict_case
-from algorithm.qa import qa_case, write_qa_index
 from synthct.atomic import write_json_atomic
 from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION, body_mask_from_mr
 from synthct.geometry import ResampleMode

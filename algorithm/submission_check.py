@@ -9,7 +9,7 @@ Checks (SPEC §13), each printed as PASS / FAIL / SKIP / WARN with its numbers:
   inside the image);
 - compressed image size ≤ 10 GB: ``docker save IMAGE`` gzip-compressed at level 1 (as ``| gzip -1 | wc -c``),
   streamed and counted, never written to disk;
-- the model tarball (``--model-tarball``): its layout and every file's sha256 (:mod:`algorithm.model_archive`);
+- the model tarball (``--model-tarball``): its layout and every file's sha256 (:mod:`synthct.algorithm.model_archive`);
 - one grand-challenge job per region — the tarball's packages, else the image's baked ones, or ``--regions`` —
   on a phantom (:func:`synthct.phantom.generate.generate_case`, size ``small``; a region without a phantom in this
   synthct is skipped with a note) under the runtime's flags: ``--network none``, ``--memory`` (= swap) as given,
@@ -189,7 +189,8 @@ def check_size(image: str) -> Check:
 
 def check_model_tarball(tarball: Path, dest: Path) -> tuple[Check, dict[str, Path]]:
     """Extract and verify the tarball into ``dest`` (as the platform does into /opt/ml/model)."""
-    from algorithm.model_archive import ArchiveError, extract_tarball, human_size
+    from synthct.algorithm.model_archive import ArchiveError, extract_tarball, human_size
+
     from synthct.model_package import sha256_of
 
     try:
@@ -203,7 +204,7 @@ def check_model_tarball(tarball: Path, dest: Path) -> tuple[Check, dict[str, Pat
 
 def baked_regions(image: str) -> list[str]:
     """Regions of the packages baked into a synthct algorithm image (``$SYNTHCT_MODELS``)."""
-    code = ("import json, os; from pathlib import Path; from algorithm.cases import find_model_packages; "
+    code = ("import json, os; from pathlib import Path; from synthct.algorithm.cases import find_model_packages; "
             "print(json.dumps(sorted(find_model_packages(Path(os.environ.get('SYNTHCT_MODELS', '/opt/app/models'))))))")
     done = docker("run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python", image, "-c", code,
                   timeout=300)
@@ -388,7 +389,7 @@ def _remove_tree(path: Path, image: str) -> None:
 def submission_check(image: str, tarball: Path | None, memory_text: str, time_limit_s: float, gpu: bool,
                      regions: list[str] | None) -> list[Check]:
     """Run every check, printing each line as it completes; returns the checks."""
-    from algorithm.cases import canonical_region
+    from synthct.algorithm.cases import canonical_region
 
     memory = parse_memory(memory_text)
     if time_limit_s <= 0:
@@ -458,7 +459,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from algorithm.cases import RegionError
+    from synthct.algorithm.cases import RegionError
 
     regions = [r.strip() for r in args.regions.split(",") if r.strip()] if args.regions else None
     try:

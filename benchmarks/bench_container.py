@@ -42,7 +42,7 @@ def number(path):
     except (OSError, ValueError, IndexError):
         return None
 started = time.perf_counter()
-code = subprocess.call([sys.executable, "-m", "algorithm"])
+code = subprocess.call([sys.executable, "-m", "synthct.algorithm"])
 print("BENCH " + json.dumps({
     "exit_code": code, "job_s": time.perf_counter() - started,
     "cgroup_peak_bytes": number("/sys/fs/cgroup/memory.peak")
@@ -73,11 +73,10 @@ def build(context: Path, tag: str, *extra: str) -> dict[str, Any]:
 def export_fs24(out: Path, checkpoint_path: Path) -> Path:
     """A feature_size-24 SwinUNETR (the paper's default config, random weights) exported as ``synthct export`` does."""
     import torch
-
-    from export.package import ExportOptions, export_package
-    from train.checkpoint import save_checkpoint, versions
-    from train.config import config_from_dict
-    from train.models import build_generator
+    from synthct.export.package import ExportOptions, export_package
+    from synthct.train.checkpoint import save_checkpoint, versions
+    from synthct.train.config import config_from_dict
+    from synthct.train.models import build_generator
 
     config = config_from_dict({"region": "brain"}).to_dict()
     torch.manual_seed(0)
@@ -105,7 +104,7 @@ def make_context(root: Path, models: Path | None, analytic: bool) -> tuple[Path,
         shutil.copytree(models, root / "models" / region if region else root / "models")
         return root, f"package(s) from {models}"
     if analytic:
-        from algorithm.analytic import build_analytic_package
+        from synthct.algorithm.analytic import build_analytic_package
 
         build_analytic_package(root / "models" / "brain", "brain")
         return root, "analytic tanh(a·x+b) ONNX (plumbing only)"

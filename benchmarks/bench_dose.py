@@ -32,10 +32,10 @@ def _cpu_seconds() -> float:
 def child(region: str, size: str, modality: str, assignments: list[str]) -> dict:
     import numpy as np
     import SimpleITK as sitk
+    from synthct.evaluation.dose.config import load_dose_config
+    from synthct.evaluation.dose.evaluate import _modality_scores, case_structures
+    from synthct.evaluation.dose.planning import plan_and_recalculate
 
-    from evaluation.dose.config import load_dose_config
-    from evaluation.dose.evaluate import _modality_scores, case_structures
-    from evaluation.dose.planning import plan_and_recalculate
     from synthct.phantom.generate import generate_case
 
     config = load_dose_config(None, assignments)

@@ -60,7 +60,7 @@ def interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, d
 
 
 def max_abs_hu(reference: np.ndarray, output: np.ndarray) -> float:
-    from export.parity import HU_PER_UNIT
+    from synthct.export.parity import HU_PER_UNIT
 
     return float(np.abs(output.astype(np.float64) - reference).max() * HU_PER_UNIT)
 
@@ -80,21 +80,20 @@ def main() -> int:
     warnings.filterwarnings("ignore")
 
     import torch
-
-    from export.onnx_export import export_onnx
-    from export.optimise import ort_offline
-    from export.parity import ort_session
+    from synthct.export.onnx_export import export_onnx
+    from synthct.export.optimise import ort_offline
+    from synthct.export.parity import ort_session
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu_threads = torch.get_num_threads()
     if args.checkpoint:
-        from export.source import build_generator_for_export, read_checkpoint
+        from synthct.export.source import build_generator_for_export, read_checkpoint
 
         generator = build_generator_for_export(read_checkpoint(args.checkpoint))
         label = str(args.checkpoint)
     else:
-        from train.models import build_generator
+        from synthct.train.models import build_generator
 
         torch.manual_seed(0)
         generator = build_generator({"feature_size": args.feature_size}).eval()
@@ -108,7 +107,7 @@ def main() -> int:
     print(f"bench_export: {label}, batch {args.batch}, {cpu_threads} torch threads on {os.cpu_count()} CPUs "
           "(a shared machine: other processes add noise)")
 
-    from export.parity import make_inputs
+    from synthct.export.parity import make_inputs
 
     body = make_inputs((64, 64, 64), "brain", "max", 99.5, n_random=0, n_data=1, seed=0)
     results["body_patch_source"] = body.data_source
@@ -162,7 +161,7 @@ def main() -> int:
 def _swapped(generator: Any) -> Any:
     import copy
 
-    from export.accurate_norm import swap_instance_norms
+    from synthct.export.accurate_norm import swap_instance_norms
 
     clone = copy.deepcopy(generator)
     swap_instance_norms(clone)
@@ -208,7 +207,7 @@ def _gpu(args: argparse.Namespace, generator: Any, patch: np.ndarray, reference:
             timings["onnxruntime_cuda"] = timed(lambda: session.run(["sct"], {"mr": patch}), args.repeats)
 
     try:
-        from export.tensorrt_build import EngineRunner, build_engine, require_tensorrt
+        from synthct.export.tensorrt_build import EngineRunner, build_engine, require_tensorrt
 
         trt = require_tensorrt()
     except Exception as exc:  # TensorRTUnavailable, or a broken install

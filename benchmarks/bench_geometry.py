@@ -93,8 +93,9 @@ def main() -> int:
     args = parser.parse_args()
 
 
-    from algorithm.backends import make_predictor
-    from algorithm.inference import predict_case
+    from synthct.algorithm.backends import make_predictor
+    from synthct.algorithm.inference import predict_case
+
     from synthct.geometry import NetworkGeometry
     from synthct.io import read_image
     from synthct.model_package import ModelPackage, load_model_package
@@ -189,8 +190,8 @@ def main() -> int:
 
 def _timing(package: Any, predictor: Any) -> dict[str, Any]:
     import SimpleITK as sitk
+    from synthct.algorithm.inference import predict_case
 
-    from algorithm.inference import predict_case
     from synthct.geometry import to_mr_grid, to_network_grid
     from synthct.phantom.generate import generate_case
 

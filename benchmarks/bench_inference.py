@@ -70,9 +70,9 @@ def _monai_predict(args: argparse.Namespace, mr_image, mask_image):  # type: ign
     import SimpleITK as sitk
     import torch
     from monai.inferers import sliding_window_inference
+    from synthct.algorithm.cpu import usable_cpus
+    from synthct.export.source import build_generator_for_export, read_checkpoint
 
-    from algorithm.cpu import usable_cpus
-    from export.source import build_generator_for_export, read_checkpoint
     from synthct.intensity import denormalise_ct, finalise_sct, normalise_mr
     from synthct.io import array_to_image
     from synthct.model_package import load_model_package
@@ -111,8 +111,8 @@ def run_child(args: argparse.Namespace) -> None:
         windows = plan.n_windows
         selection = "baseline"
     else:
-        from algorithm.backends import make_predictor
-        from algorithm.inference import check_inputs, predict_sct
+        from synthct.algorithm.backends import make_predictor
+        from synthct.algorithm.inference import check_inputs, predict_sct
 
         if args.child == "ort-before":
             os.environ["SYNTHCT_ORT_ARENA"] = "0"
@@ -260,7 +260,7 @@ def main() -> int:
         run_child(args)
         return 0
 
-    from algorithm.cpu import cpu_flags, usable_cpus
+    from synthct.algorithm.cpu import cpu_flags, usable_cpus
 
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if "monai" in paths and args.checkpoint is None:
@@ -273,13 +273,14 @@ def main() -> int:
         folder = Path(tmp)
         model = args.model
         if model is None:
-            from algorithm.analytic import build_analytic_package
+            from synthct.algorithm.analytic import build_analytic_package
 
             model = build_analytic_package(folder / "analytic", "brain")
             print("model: analytic tanh(a·x+b) ONNX (plumbing cost; a real network adds its per-window time)")
         else:
             print(f"model: {model}")
-        from algorithm.backends import make_predictor
+        from synthct.algorithm.backends import make_predictor
+
         from synthct.model_package import load_model_package
 
         default = make_predictor(load_model_package(model), "auto", args.device, args.threads)

@@ -20,10 +20,9 @@ import time
 
 import numpy as np
 import torch
-
-from train.config import config_from_dict
-from train.process import tune_cpu_allocator
-from train.step import build_step_models, train_step
+from synthct.train.config import config_from_dict
+from synthct.train.process import tune_cpu_allocator
+from synthct.train.step import build_step_models, train_step
 
 
 def _volumes(patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -113,9 +113,9 @@ def _peak_rss_mb(command: list[str], repo: Path, sample_s: float = 0.02) -> tupl
 VALIDATION_CHILD = """
 import sys, torch
 from synthct.cache import open_cache, settings_for_patch
-from train.config import config_from_dict
-from train.data import mapped_validation_volume
-from train.validate import validate
+from synthct.train.config import config_from_dict
+from synthct.train.data import mapped_validation_volume
+from synthct.train.validate import validate
 data, count = sys.argv[1], int(sys.argv[2])
 index = open_cache(data, settings_for_patch("brain", (64, 64, 64)))
 volumes = [mapped_validation_volume(case) for case in list(index.cases.values())[:count]]

@@ -39,12 +39,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthct.train.augment import apply_batch_affine  # noqa: E402
+from synthct.train.config import load_config  # noqa: E402
+from synthct.train.data import augment_on_device, make_epoch_loader, mapped_train_volume  # noqa: E402
+from synthct.train.process import peak_rss_mb, tune_cpu_allocator  # noqa: E402
+from synthct.train.step import build_step_models, prepare_inputs, train_step  # noqa: E402
+
 from synthct.cache import prepare_cache, settings_for_patch  # noqa: E402
-from train.augment import apply_batch_affine  # noqa: E402
-from train.config import load_config  # noqa: E402
-from train.data import augment_on_device, make_epoch_loader, mapped_train_volume  # noqa: E402
-from train.process import peak_rss_mb, tune_cpu_allocator  # noqa: E402
-from train.step import build_step_models, prepare_inputs, train_step  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

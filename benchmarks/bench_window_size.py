@@ -10,7 +10,8 @@ the two deepest stages' feature maps, 4³ and 2³, are smaller than one attentio
 
 For each configuration the checkpoint's generator runs in PyTorch eager fp32 through MONAI's
 ``sliding_window_inference`` (gaussian blending, σ = 0.125 of the window) on the training run's validation cases
-(:func:`export.backend_accuracy.accuracy_cases`), and the sCT is compared with the 64³ / 50 % one by the bound the
+(:func:`synthct.export.backend_accuracy.accuracy_cases`), and the sCT is compared with the 64³ / 50 % one by the
+bound the
 export enforces on reduced-precision backends (:data:`export.backend_accuracy.BOUND`: MAE against the CT changes by
 ≤ 1 HU, mean |Δ| inside the mask ≤ 3 HU). Also printed: the voxels computed per case relative to 64³ / 50 %, the
 work the larger window would save. A configuration is worth offering only when it passes on every case.
@@ -53,10 +54,10 @@ def main() -> int:
     import SimpleITK as sitk
     import torch
     from monai.inferers import sliding_window_inference
+    from synthct.algorithm.cpu import usable_cpus
+    from synthct.export.backend_accuracy import BOUND, accuracy_cases, deviation, judge
+    from synthct.export.source import build_generator_for_export, read_checkpoint
 
-    from algorithm.cpu import usable_cpus
-    from export.backend_accuracy import BOUND, accuracy_cases, deviation, judge
-    from export.source import build_generator_for_export, read_checkpoint
     from synthct.intensity import denormalise_ct, finalise_sct, normalise_mr
     from synthct.sliding_window import plan_windows
 

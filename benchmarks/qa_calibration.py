@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from synthct.algorithm.qa import qa_case, write_qa_index
 
-from algorithm.qa import qa_case, write_qa_index
 from synthct.body_mask import body_mask_from_mr
 from synthct.phantom import case_seed, generate_volumes
 

@@ -1,7 +1,7 @@
-"""``python -m evaluation``: the grand-challenge evaluation container's entry point."""
+"""``python -m synthct.evaluation``: the grand-challenge evaluation container's entry point."""
 
 import sys
 
-from evaluation.container import main
+from synthct.evaluation.container import main
 
 sys.exit(main())

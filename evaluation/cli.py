@@ -81,12 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from evaluation.local import DoseRequest, run_local
+    from synthct.evaluation.local import DoseRequest, run_local
 
     dose = None
     if args.dose is not None or args.structures is not None or args.dose_config is not None or args.dose_set:
-        from evaluation.dose import DoseExtraMissing, require_dose_extra
-        from evaluation.dose.config import DoseConfigError, load_dose_config, modalities
+        from synthct.evaluation.dose import DoseExtraMissing, require_dose_extra
+        from synthct.evaluation.dose.config import DoseConfigError, load_dose_config, modalities
 
         if args.dose is None:
             logging.getLogger("synthct.evaluate").error("--structures/--dose-config/--dose-set need --dose")

@@ -1,4 +1,4 @@
-"""The grand-challenge evaluation container: ``python -m evaluation``.
+"""The grand-challenge evaluation container: ``python -m synthct.evaluation``.
 
 Platform conventions (grand-challenge evaluation method; SynthRAD 2023/2025 evaluation containers):
 
@@ -12,7 +12,8 @@ Platform conventions (grand-challenge evaluation method; SynthRAD 2023/2025 eval
   tarball, extracted) when that folder holds anything, else the folder baked into the image,
   ``/opt/app/ground-truth/``; either ``{ct,mask}/<ID>.<ext>`` or SynthRAD case folders. Which one was used is
   logged and recorded in metrics.json (``ground_truth``).
-- Scores go to ``/output/metrics.json`` (see :mod:`evaluation.scoring`); exit status 1 if any case failed, 2 when
+- Scores go to ``/output/metrics.json`` (see :mod:`synthct.evaluation.scoring`); exit status 1 if any case failed, 2
+when
   nothing could be scored (e.g. ``/output`` not a writable folder: checked before any scoring).
 
 Environment overrides: ``SYNTHCT_INPUT``, ``SYNTHCT_OUTPUT``, ``SYNTHCT_GROUND_TRUTH_INPUT`` (the mounted ground
@@ -35,8 +36,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from evaluation.cases import EvaluationError, GroundTruthCase, Job, find_ground_truth, resolve_case_id
-from evaluation.scoring import build_payload, evaluate_jobs, failed_count, write_metrics
+from synthct.evaluation.cases import EvaluationError, GroundTruthCase, Job, find_ground_truth, resolve_case_id
+from synthct.evaluation.scoring import build_payload, evaluate_jobs, failed_count, write_metrics
+
 from synthct.io import IMAGE_SUFFIXES
 from synthct.metrics import VARIANTS, Variant
 from synthct.outputs import OutputError, output_session, report_unexpected
@@ -174,9 +176,9 @@ def dose_request_from_env() -> Any:
     choice = os.environ.get("SYNTHCT_DOSE", "").strip().lower()
     if not choice or choice in ("none", "off", "0"):
         return None
-    from evaluation.dose import require_dose_extra
-    from evaluation.dose.config import load_dose_config, modalities
-    from evaluation.local import DoseRequest
+    from synthct.evaluation.dose import require_dose_extra
+    from synthct.evaluation.dose.config import load_dose_config, modalities
+    from synthct.evaluation.local import DoseRequest
 
     require_dose_extra()
     assignments = [a.strip() for a in os.environ.get("SYNTHCT_DOSE_SET", "").split(";") if a.strip()]

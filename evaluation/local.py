@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from synthct.evaluation.cases import EvaluationError, Job, find_ground_truth, index_images_by_case, pair_jobs
+from synthct.evaluation.pictures import case_figure, save_case_picture
+from synthct.evaluation.report import write_report
+from synthct.evaluation.scoring import LoadedCase, PictureMaker, evaluate_jobs, failed_count, write_metrics
 
-from evaluation.cases import EvaluationError, Job, find_ground_truth, index_images_by_case, pair_jobs
-from evaluation.pictures import case_figure, save_case_picture
-from evaluation.report import write_report
-from evaluation.scoring import LoadedCase, PictureMaker, evaluate_jobs, failed_count, write_metrics
 from synthct.io import ImageError, read_image
 from synthct.metrics import Variant
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DoseRequest:
-    """What ``--dose`` asked for: modalities, validated settings (:class:`evaluation.dose.config.DoseConfig`),
+    """What ``--dose`` asked for: modalities, validated settings (:class:`synthct.evaluation.dose.config.DoseConfig`),
     the user's structure folder (None: virtual targets)."""
 
     modalities: tuple[str, ...]
@@ -30,8 +30,8 @@ class DoseRequest:
     structures_dir: Path | None = None
 
     def evaluator_arguments(self, pictures_dir: Path | None) -> dict[str, Any]:
-        """Keyword arguments of :func:`evaluation.scoring.evaluate_jobs` for this request."""
-        from evaluation.dose.evaluate import dose_keys, dose_settings, make_dose_evaluator
+        """Keyword arguments of :func:`synthct.evaluation.scoring.evaluate_jobs` for this request."""
+        from synthct.evaluation.dose.evaluate import dose_keys, dose_settings, make_dose_evaluator
 
         return {
             "dose_evaluator": make_dose_evaluator(self.modalities, self.config, self.structures_dir, pictures_dir),

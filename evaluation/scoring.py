@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from synthct.evaluation.cases import Job
 from tqdm import tqdm
 
-from evaluation.cases import Job
 from synthct.atomic import write_json_atomic
 from synthct.io import ImageError, geometry_differences, read_image
 from synthct.metrics import METRIC_KEYS, PSNR_CAP_DB, Variant, aggregate, compute_metrics
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 PictureMaker = Callable[[Job, dict[str, Any], "LoadedCase"], None]
 DoseEvaluator = Callable[[Job, "LoadedCase"], dict[str, Any]]
-"""Optional dose evaluation (:mod:`evaluation.dose`): record fields of one scored case; never raises for a bad case."""
+"""Optional dose evaluation (:mod:`synthct.evaluation.dose`): record fields of one scored case; never raises for a bad
+case."""
 
 
 class LoadedCase:

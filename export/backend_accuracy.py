@@ -7,7 +7,8 @@ on validation cases with CT, as does the reference ONNX Runtime fp32 CPU backend
 - the sCT's MAE against the CT changes by at most ``mae_change_hu`` (1 HU), and
 - the mean |Δ| against the reference sCT inside the body mask is at most ``mean_abs_hu_in_mask`` (3 HU).
 
-``algorithm.backends`` uses a backend by default only with a passing record. A backend that cannot run on the export
+``synthct.algorithm.backends`` uses a backend by default only with a passing record. A backend that cannot run on the
+export
 machine (no OpenVINO, no native bf16, no GPU) is recorded with ``passed: null`` and the reason: not measured.
 """
 
@@ -22,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from export.errors import ExportError
+from synthct.export.errors import ExportError
 
 log = logging.getLogger("synthct.export")
 
@@ -91,8 +91,7 @@ def accuracy_cases(region: str, count: int, data_dir: Path | None = None, config
 def sct_hu(case: AccuracyCase, package: Any, predictor: Any) -> np.ndarray:
     """The algorithm's int16 sCT of ``case`` as float32 (z, y, x)."""
     import SimpleITK as sitk
-
-    from algorithm.inference import predict_sct
+    from synthct.algorithm.inference import predict_sct
 
     return sitk.GetArrayFromImage(predict_sct(case.mr, case.mask, package, predictor, progress=False)).astype(
         np.float32)
@@ -123,9 +122,9 @@ def measure_backends(package_dir: Path, cases: Sequence[AccuracyCase], backends:
                      threads: int | None = None) -> dict[str, Any]:
     """The manifest's ``backend_accuracy`` section for the package in ``package_dir`` (already verified)."""
     import SimpleITK as sitk
+    from synthct.algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, make_predictor
+    from synthct.algorithm.cpu import cpu_flags, cpu_vendor
 
-    from algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, make_predictor
-    from algorithm.cpu import cpu_flags, cpu_vendor
     from synthct.model_package import load_model_package
 
     package = load_model_package(package_dir)

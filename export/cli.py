@@ -60,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; print a one-line summary. Returns the exit status."""
-    from export.errors import ExportError
-    from export.package import ExportOptions, export_package
+    from synthct.export.errors import ExportError
+    from synthct.export.package import ExportOptions, export_package
 
     if args.max_batch < 1 or args.parity_patches < 1 or args.parity_tolerance_hu <= 0 or args.accuracy_cases < 1:
         log.error("--max-batch, --parity-patches and --accuracy-cases must be ≥ 1 and --parity-tolerance-hu > 0")

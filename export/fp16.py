@@ -4,8 +4,8 @@ InstanceNormalization and LayerNormalization (and their reductions) are where fp
 variance over 64³ voxels or a token's channels overflow or cancel in half precision. They stay fp32 islands, with
 Cast nodes at their borders; the graph's input ``mr`` and output ``sct`` stay float32 (``keep_io_types``), so the
 runtime feeds and reads the same arrays as for the fp32 graph. The source graph must carry native
-InstanceNormalization nodes (not the axis-wise decomposition of :mod:`export.accurate_norm`): exported with
-:func:`export.onnx_export.export_onnx` from the unmodified generator.
+InstanceNormalization nodes (not the axis-wise decomposition of :mod:`synthct.export.accurate_norm`): exported with
+:func:`synthct.export.onnx_export.export_onnx` from the unmodified generator.
 
 Used by ONNX Runtime's CUDA execution provider only (``onnxruntime-fp16`` backend); its accuracy can be measured
 only where a GPU is present at export time, else the manifest records it as not measured and it is never chosen
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError
+from synthct.export.errors import ExportError
 
 log = logging.getLogger("synthct.export")
 

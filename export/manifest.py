@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from synthct.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+from synthct.export.source import ExportSource
 
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME
-from export.source import ExportSource
 from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN
 from synthct.model_package import FORMAT, FORMAT_VERSION
 

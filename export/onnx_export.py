@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-
-from export.errors import ExportError
+from synthct.export.errors import ExportError
 
 INPUT_NAME = "mr"
 OUTPUT_NAME = "sct"

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from export.errors import ExportError
-from export.onnx_export import check_graph
+from synthct.export.errors import ExportError
+from synthct.export.onnx_export import check_graph
 
 log = logging.getLogger("synthct.export")
 
@@ -91,7 +90,7 @@ def measure(models: Sequence[Path], patch_size: Sequence[int], repeats: int = 3,
             session_factory: Callable[..., Any] | None = None) -> list[Measurement]:
     """Time ``models`` on the same random batch-1 patch, interleaving the runs so that load from other processes
     hits all models alike. Also returns each file's size (external data ``<file>.data`` included)."""
-    from export.parity import ort_session
+    from synthct.export.parity import ort_session
 
     factory = session_factory or ort_session
     patch = np.random.default_rng(0).uniform(-1.0, 1.0, (1, 1, *patch_size)).astype(np.float32)

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
-
-from export.accurate_norm import swap_instance_norms
-from export.errors import ExportError
-from export.onnx_export import DEFAULT_OPSET, Exporter, OnnxFiles, export_onnx
-from export.parity import (
+from synthct.export.accurate_norm import swap_instance_norms
+from synthct.export.errors import ExportError
+from synthct.export.onnx_export import DEFAULT_OPSET, Exporter, OnnxFiles, export_onnx
+from synthct.export.parity import (
     DEFAULT_TOLERANCE_HU,
     ParityInputs,
     compare,
@@ -33,7 +31,9 @@ from export.parity import (
     require_parity,
     torch_predictor,
 )
-from export.source import ExportSource, build_generator_for_export, read_checkpoint
+from synthct.export.source import ExportSource, build_generator_for_export, read_checkpoint
+from tqdm import tqdm
+
 from synthct.atomic import temp_prefix
 from synthct.model_package import (
     MANIFEST_NAME,
@@ -58,7 +58,7 @@ class ExportOptions:
     external_data: bool | None = None
     """None: only for weights over 1 GiB."""
     axis_wise_instance_norm: bool = True
-    """Export instance norms with per-axis means (:mod:`export.accurate_norm`): ONNX Runtime ≈ 100× closer."""
+    """Export instance norms with per-axis means (:mod:`synthct.export.accurate_norm`): ONNX Runtime ≈ 100× closer."""
     optimise: bool = True
     tensorrt: bool = False
     max_batch: int = 4
@@ -133,7 +133,7 @@ def _default_data_dir(source: ExportSource, options: ExportOptions) -> Path | No
 def _optimise(files: OnnxFiles, inputs: ParityInputs, reference: np.ndarray, plain_parity: dict[str, Any],
               source: ExportSource, options: ExportOptions) -> tuple[Any, dict[str, Any]]:
     """Make, check and measure the optimised candidates; returns (chosen candidate or None, manifest section)."""
-    from export.optimise import choose, make_candidates, measure, remove
+    from synthct.export.optimise import choose, make_candidates, measure, remove
 
     candidates = make_candidates(files.model, files.external_data is not None)
     batch = inputs.all()
@@ -161,7 +161,7 @@ def _optimise(files: OnnxFiles, inputs: ParityInputs, reference: np.ndarray, pla
 def _tensorrt(trt: Any, staging: Path, onnx_model: Path, inputs: ParityInputs, ort_output: np.ndarray,
               source: ExportSource, options: ExportOptions) -> dict[str, Any]:
     """Build the engine from ``onnx_model``, compare it with ONNX Runtime's ``ort_output``; the manifest entry."""
-    from export.tensorrt_build import (
+    from synthct.export.tensorrt_build import (
         PLAN_NAME,
         build_engine,
         engine_parity,
@@ -200,7 +200,7 @@ def export_package(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
     check_destination(out, options.force)
     trt = None
     if options.tensorrt:
-        from export.tensorrt_build import profile_shapes, require_tensorrt
+        from synthct.export.tensorrt_build import profile_shapes, require_tensorrt
 
         profile_shapes((64, 64, 64), options.max_batch)  # a bad --max-batch fails before any work
         trt = require_tensorrt()
@@ -227,7 +227,7 @@ def export_package(checkpoint: str | os.PathLike[str], out: str | os.PathLike[st
 
 
 def _export_into(staging: Path, source: ExportSource, options: ExportOptions, trt: Any, bar: tqdm) -> dict[str, Any]:
-    from export.manifest import usage
+    from synthct.export.manifest import usage
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
@@ -291,7 +291,7 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
     fp16_entry = None
     if options.fp16:
         step("fp16")
-        from export.fp16 import FP16_NAME, convert_to_fp16
+        from synthct.export.fp16 import FP16_NAME, convert_to_fp16
 
         assert trt_source is not None
         facts16 = convert_to_fp16(trt_source.model, staging / FP16_NAME)
@@ -302,7 +302,7 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
         shutil.rmtree(trt_source.model.parent)
 
     step("manifest")
-    from export.manifest import build_manifest, json_safe
+    from synthct.export.manifest import build_manifest, json_safe
 
     facts = {"exporter": files.exporter, "opset": files.opset, "export_s": round(files.seconds, 2),
              "instance_norm": f"axis-wise means ({swapped} layers)" if swapped else "onnx InstanceNormalization",
@@ -314,7 +314,7 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
     bar.update()
     if options.backend_accuracy:
         step("backend accuracy")
-        from export.backend_accuracy import accuracy_cases, measure_backends
+        from synthct.export.backend_accuracy import accuracy_cases, measure_backends
 
         cases = accuracy_cases(source.region, options.accuracy_cases, _default_data_dir(source, options),
                                source.config, options.seed + 1000)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from synthct.export.errors import ExportError
 
-from export.errors import ExportError
 from synthct.intensity import HU_MAX, HU_MIN, normalise_mr
 
 log = logging.getLogger("synthct.export")

@@ -1,6 +1,7 @@
 """Read a training checkpoint and rebuild its generator, with the settings the model package must carry.
 
-The checkpoint is read with ``torch.load(weights_only=True)`` (:func:`train.checkpoint.load_checkpoint`): loading
+The checkpoint is read with ``torch.load(weights_only=True)`` (:func:`synthct.train.checkpoint.load_checkpoint`):
+loading
 never executes code from the file. Only the config keys the package needs are checked here (region, model, patch
 size, MR normalisation, overlap/blend), each with a message naming the checkpoint and the key.
 """
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from synthct.export.errors import ExportError
 
-from export.errors import ExportError
 from synthct.geometry import NetworkGeometry
 from synthct.model_package import REGIONS, sha256_of
 
@@ -96,7 +97,7 @@ def settings_from_config(config: Any, where: str) -> dict[str, Any]:
 
 def read_checkpoint(path: str | os.PathLike[str]) -> ExportSource:
     """Read and check a checkpoint (BRIEF format). Raises :class:`ExportError` naming the file and problem."""
-    from train.checkpoint import CheckpointError, load_checkpoint
+    from synthct.train.checkpoint import CheckpointError, load_checkpoint
 
     path = Path(path)
     try:
@@ -132,7 +133,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> ExportSource:
 
 def build_generator_for_export(source: ExportSource) -> torch.nn.Module:
     """The checkpoint's generator in eval mode on the CPU, gradient checkpointing off (same weights)."""
-    from train.models import build_generator
+    from synthct.train.models import build_generator
 
     model_config = dict(source.model_config)
     model_config["use_checkpoint"] = False  # a training-time memory trick; it changes no weight

@@ -5,7 +5,8 @@ engine: explicit batch, one optimisation profile on input ``mr`` for batch 1…`
 ``max_batch``: the algorithm fills its batches), FP16 with the normalisation layers (LayerNorm of the Swin blocks,
 InstanceNorm of the encoder/decoder blocks) kept in FP32 — they overflow or lose precision first in half precision.
 It is built from an export with native ONNX ``InstanceNormalization``: the per-axis decomposition of
-:mod:`export.accurate_norm` helps ONNX Runtime's CPU kernels, but its reductions could not be pinned to FP32 here.
+:mod:`synthct.export.accurate_norm` helps ONNX Runtime's CPU kernels, but its reductions could not be pinned to FP32
+here.
 TensorRT 11 removed ``BuilderFlag.FP16``: this code targets 10.x and refuses other majors. An engine is tied to its
 TensorRT version and GPU: both are recorded in the manifest entry. Parity is measured against ONNX Runtime fp32
 (CPU) in HU.
@@ -21,10 +22,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-
-from export.errors import ExportError
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME
-from export.parity import ParityInputs, difference_hu
+from synthct.export.errors import ExportError
+from synthct.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+from synthct.export.parity import ParityInputs, difference_hu
 
 log = logging.getLogger("synthct.export")
 

@@ -5,7 +5,8 @@
 3. ``synthct train`` with the CPU smoke config for a fixed number of steps (seeded: the same model on any
    machine, however busy; ``--minutes`` adds a wall-clock budget for those who want one);
 4. ``synthct export`` → ONNX model package (parity-checked);
-5. the algorithm container's entry point (``python -m algorithm``) on a grand-challenge ``/input`` tree made from
+5. the algorithm container's entry point (``python -m synthct.algorithm``) on a grand-challenge ``/input`` tree made
+from
    the validation cases, with the ``SYNTHCT_*`` path overrides;
 6. ``synthct evaluate`` on its output, with pictures and a report.
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     val_ids = json.loads(split.read_text(encoding="utf-8"))["val"]
     container_input, container_output = out / "container" / "input", out / "container" / "output"
     _grand_challenge_input(data, val_ids, region, container_input)
-    _run("5. algorithm container (python -m algorithm)", [sys.executable, "-m", "algorithm"],
+    _run("5. algorithm container (python -m synthct.algorithm)", [sys.executable, "-m", "synthct.algorithm"],
          env={"SYNTHCT_INPUT": str(container_input), "SYNTHCT_OUTPUT": str(container_output),
               "SYNTHCT_MODELS": str(models)})
 

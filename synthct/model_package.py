@@ -4,7 +4,7 @@ Optional fields: ``geometry`` (the training orientation and spacing, :class:`syn
 inference brings every MR to it), ``onnx_fp16`` (the GPU's fp16 graph, hashed like ``onnx``) and
 ``backend_accuracy`` (per runtime backend, its measured deviation from the fp32 sCT on validation phantoms and
 whether it held the bound; a backend without a passing record is not chosen automatically, see
-``algorithm.backends``).
+``synthct.algorithm.backends``).
 
 ``model.json`` says how to use the network (region, patch size, intensity conventions) and pins the files by
 sha256. :func:`load_model_package` refuses a package whose fields or hashes do not check out, so a wrong or

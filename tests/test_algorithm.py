@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from synthct.algorithm.analytic import build_analytic_package, expected_hu
+from synthct.algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, make_predictor
+from synthct.algorithm.cases import RegionError, canonical_region, pair_cases, region_from_case_id, resolve_region
+from synthct.algorithm.container import run_container
+from synthct.algorithm.inference import predict_sct
 
-from algorithm.analytic import build_analytic_package, expected_hu
-from algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, make_predictor
-from algorithm.cases import RegionError, canonical_region, pair_cases, region_from_case_id, resolve_region
-from algorithm.container import run_container
-from algorithm.inference import predict_sct
 from synthct.cli import main as synthct_main
 from synthct.model_package import ModelPackageError, file_entry, load_model_package, write_manifest
 
@@ -72,7 +72,8 @@ def environment(input_dir: Path, output_dir: Path, models_dir: Path) -> dict[str
 
 
 def run_algorithm(input_dir: Path, output_dir: Path, models_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "algorithm"], env=environment(input_dir, output_dir, models_dir),
+    return subprocess.run([sys.executable, "-m", "synthct.algorithm"],
+                          env=environment(input_dir, output_dir, models_dir),
                           cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
 
 
@@ -255,8 +256,8 @@ def test_bad_environment_is_fatal(tmp_path: Path, models: Path) -> None:
 
 
 def test_algorithm_imports_no_torch() -> None:
-    code = ("import sys, algorithm.container, algorithm.cli, algorithm.backends, algorithm.runner, "
-            "algorithm.inference, synthct.sliding_window; "
+    code = ("import sys, synthct.algorithm.container, synthct.algorithm.cli, synthct.algorithm.backends, "
+            "synthct.algorithm.runner, synthct.algorithm.inference, synthct.sliding_window; "
             "bad = [m for m in ('torch', 'monai') if m in sys.modules]; sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from algorithm import backends, cpu
-from algorithm.analytic import build_analytic_package
-from algorithm.backends import (
+from synthct.algorithm import backends, cpu
+from synthct.algorithm.analytic import build_analytic_package
+from synthct.algorithm.backends import (
     BackendUnavailable,
     OnnxRuntimePredictor,
     accuracy_problem,
@@ -23,6 +22,7 @@ from algorithm.backends import (
     make_predictor,
     openvino_version_problem,
 )
+
 from synthct.model_package import ModelPackageError, load_model_package, write_manifest
 
 PASSED = {"passed": True, "worst": {"mean_abs_hu_in_mask": 0.5, "mae_change_hu": 0.1, "max_abs_hu_in_mask": 9.0}}
@@ -241,7 +241,7 @@ def test_openvino_matches_onnxruntime_on_the_analytic_model(analytic: Path) -> N
 
 def test_accuracy_cases_are_the_runs_validation_cases(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
-    from export.backend_accuracy import judge, validation_ids
+    from synthct.export.backend_accuracy import judge, validation_ids
 
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["1BA001"], "val": ["1BA005", "1BA007"]}), encoding="utf-8")

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from synthct.algorithm.analytic import build_analytic_package
+from synthct.algorithm.model_archive import extract_tarball, write_tarball
 
-from algorithm.analytic import build_analytic_package
-from algorithm.model_archive import extract_tarball, write_tarball
 from synthct.cli import main as synthct_main
 from synthct.phantom.generate import generate_case
 

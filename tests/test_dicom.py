@@ -577,7 +577,8 @@ def test_jpeg_lossless_series_is_decoded(tmp_path: Path) -> None:
 
 
 def test_dicom_package_imports_no_torch() -> None:
-    code = ("import sys, synthct.dicom; bad = [m for m in ('torch', 'monai', 'train', 'algorithm', 'evaluation') "
+    code = ("import sys, synthct.dicom; "
+            "bad = [m for m in ('torch', 'monai', 'synthct.train', 'synthct.algorithm', 'synthct.evaluation') "
             "if m in sys.modules]; sys.exit(str(bad) if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})

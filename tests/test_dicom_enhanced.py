@@ -16,10 +16,10 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.sequence import Sequence
+from synthct.algorithm.analytic import build_analytic_package
 from test_dicom import mr_image, rotation
 from test_predict_clinical import COPIED, PARAMS, phantom_mr, predict, results_by_case
 
-from algorithm.analytic import build_analytic_package
 from synthct.dicom import DicomError, is_dicom_file, read_dicom_series, write_mr_series
 from synthct.dicom.enhanced import split_selector
 from synthct.dicom.mr import ENHANCED_MR_IMAGE_STORAGE, write_enhanced_mr

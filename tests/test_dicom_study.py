@@ -14,10 +14,10 @@ import pytest
 import SimpleITK as sitk
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
+from synthct.algorithm.analytic import build_analytic_package
 from test_dicom import write_rtstruct
 from test_predict_clinical import PARAMS, phantom_array, phantom_mr
 
-from algorithm.analytic import build_analytic_package
 from synthct.cli import main as synthct_main
 from synthct.dicom import DicomError, choose_series, discover_cases, read_dicom_series, scan_study, write_ct_series
 from synthct.dicom import scan as scan_module
@@ -353,7 +353,8 @@ def test_case_ids_and_grouping_rules(tmp_path: Path) -> None:
 
 
 def test_each_header_read_once_and_only_the_chosen_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from algorithm.cases import collect_cases
+    from synthct.algorithm.cases import collect_cases
+
     from synthct.dicom import read as read_module
 
     identity = study_identity()

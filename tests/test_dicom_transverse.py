@@ -22,9 +22,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
+from synthct.algorithm.analytic import build_analytic_package
 from test_predict_clinical import PARAMS, dciodvfy_errors, phantom_mr, predict, rotation
 
-from algorithm.analytic import build_analytic_package
 from synthct.dicom import read_dicom_series, write_ct_series, write_mr_series
 from synthct.dicom.transverse import (
     AIR_HU,

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from evaluation.dose import INSTALL_HINT, DoseExtraMissing, missing_modules, require_dose_extra
-from evaluation.dose.config import DoseConfigError, dose_config_from_dict, load_dose_config, modalities
-from evaluation.dose.dose_metrics import cumulative_dvh, dose_at_volume, dose_mae_pct, dvh_differences_pct
-from evaluation.dose.structures import (
+from synthct.evaluation.dose import INSTALL_HINT, DoseExtraMissing, missing_modules, require_dose_extra
+from synthct.evaluation.dose.config import DoseConfigError, dose_config_from_dict, load_dose_config, modalities
+from synthct.evaluation.dose.dose_metrics import cumulative_dvh, dose_at_volume, dose_mae_pct, dvh_differences_pct
+from synthct.evaluation.dose.structures import (
     StructureError,
     Structures,
     check_structures,
@@ -80,7 +79,7 @@ def test_dose_config_defaults_and_validation(tmp_path: Path) -> None:
 
 
 def test_missing_extra_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    import evaluation.dose as dose
+    import synthct.evaluation.dose as dose
 
     monkeypatch.setattr(dose, "missing_modules", lambda: ["pyRadPlan"])
     with pytest.raises(DoseExtraMissing, match=r"requirements-dose.txt --no-deps.*pyRadPlan"):
@@ -271,7 +270,7 @@ def test_evaluate_dose_options_need_dose(tmp_path: Path) -> None:
 
 def test_ct_grid_coarsening_keeps_origin_and_structures() -> None:
     """CT finer than ct_grid_mm is resampled for the ray tracing: voxel 0 stays at 0 mm, masks stay masks."""
-    from evaluation.dose.planning import _coarsen
+    from synthct.evaluation.dose.planning import _coarsen
 
     hu = np.zeros((20, 40, 40), dtype=np.float32)
     hu[:, :, 20:] = 100.0  # x >= 20 mm
@@ -356,7 +355,7 @@ def test_rtstruct_structures_rasterised_on_the_ct_grid(tmp_path: Path) -> None:
 
 @needs_extra
 def test_container_dose_request_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from evaluation.container import dose_request_from_env
+    from synthct.evaluation.container import dose_request_from_env
 
     monkeypatch.delenv("SYNTHCT_DOSE", raising=False)
     assert dose_request_from_env() is None

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from evaluation.dose import INSTALL_HINT, missing_modules
+from synthct.evaluation.dose import INSTALL_HINT, missing_modules
 
 pytestmark = pytest.mark.skipif(bool(missing_modules()), reason=INSTALL_HINT)
 
@@ -24,7 +23,7 @@ def water_box(shape: tuple[int, int, int], y_start: int, y_stop: int) -> tuple[n
 
 
 def _config(**values: object):
-    from evaluation.dose.config import dose_config_from_dict
+    from synthct.evaluation.dose.config import dose_config_from_dict
 
     return dose_config_from_dict({"dose_grid_mm": 2.0, "max_iterations": 150, **values})
 
@@ -33,9 +32,8 @@ def test_photon_depth_dose_in_water() -> None:
     """An open 10 × 10 cm photon field: maximum at 10–20 mm depth, 60–75 % of it at 10 cm."""
     from pyRadPlan import generate_stf
     from pyRadPlan.ct import validate_ct
-
-    from evaluation.dose.planning import _forward, _image, _plan, _structure_set
-    from evaluation.dose.structures import Structures
+    from synthct.evaluation.dose.planning import _forward, _image, _plan, _structure_set
+    from synthct.evaluation.dose.structures import Structures
 
     shape, y_start = (60, 80, 60), 10
     hu, body = water_box(shape, y_start, 78)
@@ -61,8 +59,8 @@ def test_photon_depth_dose_in_water() -> None:
 @pytest.fixture(scope="module")
 def proton_plan():
     """One proton field (gantry 0) on a water slab target 40–80 mm deep; sCT = water + 60 HU."""
-    from evaluation.dose.planning import plan_and_recalculate
-    from evaluation.dose.structures import Structures
+    from synthct.evaluation.dose.planning import plan_and_recalculate
+    from synthct.evaluation.dose.structures import Structures
 
     shape, y_start = (30, 70, 30), 5
     hu, body = water_box(shape, y_start, 68)
@@ -91,8 +89,8 @@ def test_proton_distal_80_percent_at_target_depth(proton_plan) -> None:
 
 def test_proton_soft_tissue_plus_60_hu(proton_plan) -> None:
     """Soft tissue +60 HU in the sCT: proton dose MAE above 2 % Rx and a gamma pass rate below 100 %."""
-    from evaluation.dose.dose_metrics import dose_mae_pct
-    from evaluation.dose.gamma import gamma_pass_rate
+    from synthct.evaluation.dose.dose_metrics import dose_mae_pct
+    from synthct.evaluation.dose.gamma import gamma_pass_rate
 
     plan, _, config = proton_plan
     mae = dose_mae_pct(plan.ct_gy, plan.sct_gy, config.prescription_gy)
@@ -106,8 +104,7 @@ def test_proton_soft_tissue_plus_60_hu(proton_plan) -> None:
 def test_gamma_identical_and_shifted_dose() -> None:
     """Gamma wrapper: identical doses pass 100 %; the same dose shifted by 3 mm fails clearly (< 90 %)."""
     from scipy import ndimage
-
-    from evaluation.dose.gamma import gamma_pass_rate
+    from synthct.evaluation.dose.gamma import gamma_pass_rate
 
     dose = np.zeros((30, 40, 40))
     dose[8:22, 10:30, 12:28] = 2.0
@@ -121,7 +118,7 @@ def test_gamma_identical_and_shifted_dose() -> None:
 
 
 def test_gamma_rejects_bad_input() -> None:
-    from evaluation.dose.gamma import gamma_pass_rate
+    from synthct.evaluation.dose.gamma import gamma_pass_rate
 
     dose = np.ones((4, 4, 4))
     with pytest.raises(ValueError, match="shape"):

@@ -1,4 +1,5 @@
-"""The algorithm image's entry point without Docker: ``python -m algorithm`` dispatch and predict's model default."""
+"""The algorithm image's entry point without Docker: ``python -m synthct.algorithm`` dispatch and predict's model
+default."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
-from algorithm.analytic import build_analytic_package, expected_hu
+from synthct.algorithm.analytic import build_analytic_package, expected_hu
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _algorithm(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("SYNTHCT_")}
-    return subprocess.run([sys.executable, "-m", "algorithm", *args], env={**environment, **env}, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "synthct.algorithm", *args], env={**environment, **env}, cwd=REPO,
                           capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
 
 

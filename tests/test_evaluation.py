@@ -1,4 +1,5 @@
-"""The evaluation stage: local mode through the ``synthct evaluate`` CLI, container mode as ``python -m evaluation``,
+"""The evaluation stage: local mode through the ``synthct evaluate`` CLI, container mode as ``python -m
+synthct.evaluation``,
 bad inputs (each case gets an error record naming the file, the others are still scored), pictures and report."""
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from synthct.evaluation.cases import find_ground_truth, resolve_case_id
+from synthct.evaluation.container import build_jobs
+from synthct.evaluation.report import render_report
+from synthct.evaluation.scoring import build_payload
 
-from evaluation.cases import find_ground_truth, resolve_case_id
-from evaluation.container import build_jobs
-from evaluation.report import render_report
-from evaluation.scoring import build_payload
 from synthct import metrics
 from synthct.cli import main as synthct_main
 
@@ -215,7 +216,7 @@ def _run_container(root: Path, **env: str) -> tuple[int, dict[str, Any]]:
         **env,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "evaluation"],
+        [sys.executable, "-m", "synthct.evaluation"],
         env=environment, capture_output=True, text=True, encoding="utf-8", timeout=300,
     )
     metrics_path = root / "output" / "metrics.json"
@@ -318,8 +319,9 @@ def test_report_lists_errors_and_escapes_tables() -> None:
 def test_evaluation_imports_no_heavy_frameworks() -> None:
     """The evaluation container ships without torch/monai/onnxruntime: importing the stage must not need them."""
     code = (
-        "import sys, evaluation.container, evaluation.cli, evaluation.local, synthct.metrics\n"
-        "heavy = sorted(m for m in ('torch', 'monai', 'onnxruntime', 'onnx', 'train', 'export', 'algorithm', 'skimage')"
+        "import sys, synthct.evaluation.container, synthct.evaluation.cli, synthct.evaluation.local, synthct.metrics\n"
+        "heavy = sorted(m for m in ('torch', 'monai', 'onnxruntime', 'onnx', 'synthct.train', 'synthct.export',"
+        " 'synthct.algorithm', 'skimage')"
         " if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

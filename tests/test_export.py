@@ -21,11 +21,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("monai")
 
-from export.errors import ExportError  # noqa: E402
-from export.onnx_export import check_graph, read_metadata  # noqa: E402
-from export.package import ExportOptions, export_package  # noqa: E402
-from export.parity import HU_PER_UNIT, compare, difference_hu, make_inputs, ort_predictor, ort_session  # noqa: E402
-from export.source import build_generator_for_export, read_checkpoint, settings_from_config  # noqa: E402
+from synthct.export.errors import ExportError  # noqa: E402
+from synthct.export.onnx_export import check_graph, read_metadata  # noqa: E402
+from synthct.export.package import ExportOptions, export_package  # noqa: E402
+from synthct.export.parity import HU_PER_UNIT, compare, difference_hu, make_inputs, ort_predictor, ort_session  # noqa: E402
+from synthct.export.source import build_generator_for_export, read_checkpoint, settings_from_config  # noqa: E402
+
 from synthct.intensity import denormalise_ct, normalise_mr  # noqa: E402
 from synthct.model_package import ModelPackageError, load_model_package, sha256_of  # noqa: E402
 from synthct.sliding_window import sliding_window_predict  # noqa: E402
@@ -37,9 +38,9 @@ FAST = {"progress": False, "measure_repeats": 1, "parity_random": 1, "parity_dat
 def make_checkpoint(path: Path, model: dict[str, Any] | None = None, region: str = "brain", seed: int = 0,
                     **data: Any) -> Path:
     """A BRIEF-format checkpoint of a randomly initialised generator (validated training config)."""
-    from train.checkpoint import save_checkpoint, versions
-    from train.config import config_from_dict
-    from train.models import build_generator
+    from synthct.train.checkpoint import save_checkpoint, versions
+    from synthct.train.config import config_from_dict
+    from synthct.train.models import build_generator
 
     config = config_from_dict({"region": region, "model": model or TINY_MODEL, "data": data}).to_dict()
     torch.manual_seed(seed)
@@ -162,7 +163,7 @@ def test_tampered_package_is_refused(exported: tuple[Path, Path, dict[str, Any]]
 
 def test_algorithm_predictor_refuses_a_file_changed_after_loading(exported: tuple[Path, Path, dict[str, Any]],
                                                                     tmp_path: Path) -> None:
-    backends = pytest.importorskip("algorithm.backends")
+    backends = pytest.importorskip("synthct.algorithm.backends")
     _, out, manifest = exported
     folder = _copy_package(out, tmp_path / "pkg")
     package = load_model_package(folder, expected_region="brain")
@@ -195,7 +196,7 @@ def test_round_trip_through_the_window_engine(exported: tuple[Path, Path, dict[s
     mr, mask = _body_volume((70, 80, 66), seed=1)
     normalised = normalise_mr(mr, mask, package.mr_rule, package.mr_percentile)  # type: ignore[arg-type]
     try:
-        from algorithm.backends import make_predictor
+        from synthct.algorithm.backends import make_predictor
 
         onnx_predictor = make_predictor(package, backend="onnxruntime", device="cpu")
     except ImportError:
@@ -224,15 +225,15 @@ def test_failed_parity_leaves_the_existing_package_untouched(exported: tuple[Pat
     checkpoint, out, _ = exported
     target = _copy_package(out, tmp_path / "models" / "brain")
     before = {p.name: sha256_of(p) for p in target.iterdir()}
-    import export.package
+    import synthct.export.package as package_module
 
-    real = export.package.ort_predictor
+    real = package_module.ort_predictor
 
     def drifting(session: Any, *args: Any, **kwargs: Any) -> Any:
         predict = real(session, *args, **kwargs)
         return lambda batch: predict(batch) + np.float32(1.0 / HU_PER_UNIT)  # 1 HU off everywhere
 
-    monkeypatch.setattr(export.package, "ort_predictor", drifting)
+    monkeypatch.setattr(package_module, "ort_predictor", drifting)
     options = ExportOptions(exporter="legacy", opset=17, optimise=False, force=True, **FAST)
     with pytest.raises(ExportError, match=r"parity failed: max \|difference\| 1\.0\d* HU > tolerance 0\.5"):
         export_package(checkpoint, target, options)
@@ -241,7 +242,7 @@ def test_failed_parity_leaves_the_existing_package_untouched(exported: tuple[Pat
 
 
 def test_move_into_place_swaps_whole_folders(tmp_path: Path) -> None:
-    from export.package import move_into_place
+    from synthct.export.package import move_into_place
 
     def folder(name: str, content: str) -> Path:
         path = tmp_path / name
@@ -284,7 +285,7 @@ def test_cli_reports_bad_checkpoints(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 def test_diverged_or_mismatched_checkpoints_are_refused(tmp_path: Path) -> None:
-    from train.checkpoint import load_checkpoint, save_checkpoint
+    from synthct.train.checkpoint import load_checkpoint, save_checkpoint
 
     path = make_checkpoint(tmp_path / "ok.pt")
     checkpoint = load_checkpoint(path)
@@ -320,8 +321,7 @@ def test_axis_wise_instance_norm_equals_torch_and_is_accurate_in_onnxruntime() -
     import io
 
     import onnxruntime as ort
-
-    from export.accurate_norm import AxisWiseInstanceNorm, swap_instance_norms
+    from synthct.export.accurate_norm import AxisWiseInstanceNorm, swap_instance_norms
 
     rng = np.random.default_rng(0)
     features = torch.from_numpy(rng.normal(0.3, 0.2, (1, 4, 64, 64, 64)).astype(np.float32))
@@ -428,7 +428,7 @@ def test_check_graph_rejects_wrong_interfaces(tmp_path: Path) -> None:
 
 
 def test_opset_rules() -> None:
-    from export.onnx_export import check_opset
+    from synthct.export.onnx_export import check_opset
 
     check_opset(18, "dynamo")
     check_opset(17, "legacy")
@@ -439,7 +439,7 @@ def test_opset_rules() -> None:
 
 
 def test_optimised_graph_kept_only_when_it_measures_better(tmp_path: Path) -> None:
-    from export.optimise import Candidate, Measurement, choose
+    from synthct.export.optimise import Candidate, Measurement, choose
 
     plain = Measurement(size_bytes=100, session_s=1.0, patch_s=1.0)
     passed = {"passed": True, "max_abs_hu": 0.01}
@@ -455,7 +455,7 @@ def test_optimised_graph_kept_only_when_it_measures_better(tmp_path: Path) -> No
 
 
 def test_json_safe_manifest_values() -> None:
-    from export.manifest import json_safe
+    from synthct.export.manifest import json_safe
 
     value = {"a": (1, 2.5), "b": float("inf"), "c": np.float32(0.5), "d": torch.tensor(3), "e": Path("x/y"),
              "f": [np.int64(7), None, True]}
@@ -468,7 +468,8 @@ def test_json_safe_manifest_values() -> None:
 
 def test_tensorrt_missing_gives_a_clear_error_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    from export.tensorrt_build import TensorRTUnavailable, import_tensorrt
+    from synthct.export.tensorrt_build import TensorRTUnavailable, import_tensorrt
+
     from synthct.cli import main
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt → ImportError, as on this machine
@@ -483,7 +484,7 @@ def test_tensorrt_missing_gives_a_clear_error_and_writes_nothing(tmp_path: Path,
 
 
 def test_tensorrt_version_and_profile_rules() -> None:
-    from export.tensorrt_build import TensorRTUnavailable, check_version, profile_shapes
+    from synthct.export.tensorrt_build import TensorRTUnavailable, check_version, profile_shapes
 
     check_version("10.9.0.34")
     with pytest.raises(TensorRTUnavailable, match="FP16"):
@@ -567,7 +568,7 @@ def _fake_tensorrt(parse_ok: bool = True) -> tuple[types.ModuleType, dict[str, A
 
 
 def test_tensorrt_build_logic_with_a_stand_in(tmp_path: Path) -> None:
-    from export.tensorrt_build import build_engine
+    from synthct.export.tensorrt_build import build_engine
 
     trt, calls = _fake_tensorrt()
     plan = tmp_path / "model.plan"
@@ -593,7 +594,7 @@ def test_tensorrt_build_logic_with_a_stand_in(tmp_path: Path) -> None:
 def test_tensorrt_package_entry_with_a_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The package flow of --trt (engine file, manifest entry with the fields the algorithm reads, parity, cleanup),
     on a package whose weights live in an external data file (hashed in the manifest too)."""
-    import export.tensorrt_build as tensorrt_build
+    import synthct.export.tensorrt_build as tensorrt_build
 
     checkpoint = make_checkpoint(tmp_path / "best.pt")
     generator = build_generator_for_export(read_checkpoint(checkpoint))
@@ -642,7 +643,7 @@ def test_tensorrt_package_entry_with_a_stand_in(tmp_path: Path, monkeypatch: pyt
 
 
 def test_tensorrt_parity_rule() -> None:
-    from export.tensorrt_build import engine_parity, require_engine_parity
+    from synthct.export.tensorrt_build import engine_parity, require_engine_parity
 
     inputs = make_inputs((64, 64, 64), "brain", "max", 99.5, n_random=1, n_data=1, seed=2)
     reference = np.tanh(inputs.all())
@@ -666,8 +667,7 @@ def test_tensorrt_parity_rule() -> None:
 def test_fp16_graph_keeps_normalisations_in_fp32(exported: tuple[Path, Path, dict[str, Any]]) -> None:
     import onnx
     from onnx import TensorProto
-
-    from export.fp16 import describe_fp16
+    from synthct.export.fp16 import describe_fp16
 
     _, out, manifest = exported
     package = load_model_package(out)
@@ -702,7 +702,7 @@ def test_fp16_graph_keeps_normalisations_in_fp32(exported: tuple[Path, Path, dic
 
 
 def test_backend_accuracy_is_measured_and_recorded(exported: tuple[Path, Path, dict[str, Any]]) -> None:
-    from algorithm.cpu import supports_bf16
+    from synthct.algorithm.cpu import supports_bf16
 
     manifest = exported[2]
     accuracy = manifest["backend_accuracy"]
@@ -733,7 +733,7 @@ def test_every_cpu_backend_matches_onnxruntime_fp32(exported: tuple[Path, Path, 
     but how far it lands from fp32 depends on the weights — on this random-weight CI model ≈ 7 HU mean, above the
     3 HU bound, so the export must have recorded it as failed and ``auto`` must not use it; the trained fs24 model's
     figure is in the README (benchmarks/bench_inference.py)."""
-    from algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, candidate_backends, make_predictor
+    from synthct.algorithm.backends import BackendUnavailable, OnnxRuntimePredictor, candidate_backends, make_predictor
 
     pytest.importorskip("openvino")
     _, out, manifest = exported
@@ -759,7 +759,7 @@ def test_every_cpu_backend_matches_onnxruntime_fp32(exported: tuple[Path, Path, 
 
 
 def test_auto_uses_what_the_package_measured(exported: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
-    from algorithm.backends import candidate_backends, make_predictor
+    from synthct.algorithm.backends import candidate_backends, make_predictor
 
     _, out, manifest = exported
     package = load_model_package(out)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from synthct.algorithm.analytic import build_analytic_package
+from synthct.algorithm.container import run_container
 
-from algorithm.analytic import build_analytic_package
-from algorithm.container import run_container
 from synthct.cli import main as synthct_main
 from synthct.outputs import LOCK_NAME, output_session
 
@@ -161,7 +161,7 @@ def test_raw_file_longer_than_its_header_is_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trunc_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from algorithm.analytic import build_analytic_package
+    from synthct.algorithm.analytic import build_analytic_package
 
     root = tmp_path_factory.mktemp("trunc_models")
     build_analytic_package(root / "brain", "brain", scale=1.5, shift=0.25)
@@ -234,7 +234,7 @@ def test_predict_refuses_truncated_mr_and_mask_per_case(tmp_path: Path, trunc_mo
 
 
 def test_container_job_refuses_truncated_inputs_per_case(tmp_path: Path, trunc_models: Path) -> None:
-    from algorithm.container import run_container
+    from synthct.algorithm.container import run_container
 
     inp, out = tmp_path / "input", tmp_path / "output"
     damaged = trunc_predict_inputs(inp, {"1BA001": ("mha-zlib", None), "1BA002": ("nii.gz", "mr"),
@@ -472,7 +472,7 @@ def test_container_unwritable_output_exits_2_without_traceback(out_world: Path, 
         out_read_only(output)
     env = {"SYNTHCT_INPUT": str(base / "input"), "SYNTHCT_OUTPUT": str(output),
            "SYNTHCT_MODELS": str(out_world / "models")}
-    result = out_run(["-m", "algorithm"], env, unprivileged=kind == "read-only folder")
+    result = out_run(["-m", "synthct.algorithm"], env, unprivileged=kind == "read-only folder")
     assert result.returncode == 2, result.stdout + result.stderr
     out_no_traceback(result)
     assert str(output) in result.stdout + result.stderr
@@ -506,12 +506,12 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(out_world: Path, tmp_pat
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     """A bug inside a case: one log line naming the traceback file in the output folder; the case fails."""
-    import algorithm.runner
+    import synthct.algorithm.runner as runner_module
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("planted bug")
 
-    monkeypatch.setattr(algorithm.runner, "predict_case", broken)
+    monkeypatch.setattr(runner_module, "predict_case", broken)
     mr = out_write_case(tmp_path / "mr", "1BA001", tmp_path / "mask")
     out = tmp_path / "out"
     code = synthct_main(["predict", "--mr", str(mr), "--mask", str(tmp_path / "mask" / "1BA001.mha"), "--model",
@@ -725,8 +725,8 @@ def test_predict_job_and_evaluate_write_nothing_outside_output_and_tmp(out_world
     """HOME empty and read-only, XDG_CACHE_HOME unset: HOME stays empty (ONNX Runtime, OpenVINO, matplotlib); with
     strace installed, every file the three commands create, rename or remove lies in their outputs or the temp
     folder (or /dev/shm: Python's semaphores)."""
-    from algorithm.backends import openvino_version_problem
-    from algorithm.cpu import cpu_vendor
+    from synthct.algorithm.backends import openvino_version_problem
+    from synthct.algorithm.cpu import cpu_vendor
 
     home = out_read_only(tmp_path / "home")
     temp = tmp_path / "tmp"
@@ -748,7 +748,7 @@ def test_predict_job_and_evaluate_write_nothing_outside_output_and_tmp(out_world
         "predict": ["-m", "synthct", "predict", "--mr", str(mr), "--model", str(out_world / "models"), "--out",
                     str(tmp_path / "out"), "--no-progress", "--dicom-out",
                     "--backend", "openvino" if usable else "onnxruntime"],
-        "job": ["-m", "algorithm"],
+        "job": ["-m", "synthct.algorithm"],
         "evaluate": ["-m", "synthct", "evaluate", "--pred", str(pred), "--gt", str(gt), "--out",
                      str(tmp_path / "scores" / "metrics.json"), "--pictures", str(tmp_path / "pictures"),
                      "--no-progress"],

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from synthct.algorithm.analytic import build_analytic_package, expected_hu
+from synthct.algorithm.cases import find_model_packages
+from synthct.algorithm.container import run_container
+from synthct.algorithm.model_archive import ArchiveError, extract_tarball, tarball_info, write_tarball
+from synthct.algorithm.submission_check import CheckError, JobResult, judge_job, parse_memory, user_problem
+from synthct.evaluation.container import locate_ground_truth
 
-from algorithm.analytic import build_analytic_package, expected_hu
-from algorithm.cases import find_model_packages
-from algorithm.container import run_container
-from algorithm.model_archive import ArchiveError, extract_tarball, tarball_info, write_tarball
-from algorithm.submission_check import CheckError, JobResult, judge_job, parse_memory, user_problem
-from evaluation.container import locate_ground_truth
 from synthct.cli import main as synthct_main
 from synthct.model_package import load_model_package
 
@@ -292,6 +292,7 @@ def test_package_and_submission_check_import_no_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, algorithm.model_archive, algorithm.submission_check, algorithm.container; "
+    code = ("import sys, synthct.algorithm.model_archive, synthct.algorithm.submission_check, "
+            "synthct.algorithm.container; "
             "bad = [m for m in ('torch', 'monai') if m in sys.modules]; sys.exit(str(bad) if bad else 0)")
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)

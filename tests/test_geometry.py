@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from synthct.algorithm.analytic import build_analytic_package
+from synthct.algorithm.backends import make_predictor
+from synthct.algorithm.inference import predict_case
 
-from algorithm.analytic import build_analytic_package
-from algorithm.backends import make_predictor
-from algorithm.inference import predict_case
 from synthct.cli import main as synthct_main
 from synthct.geometry import (
     CANONICAL_ORIENTATION,
@@ -258,7 +258,7 @@ def test_dicom_stack_with_gaps_is_a_per_case_error(
 def test_qa_figures_and_flags_do_not_depend_on_the_stored_layout(
         tmp_path: Path, phantom: tuple[sitk.Image, sitk.Image, sitk.Image]) -> None:
     """The QA page reorients before measuring: "in-plane" (FOV border) means transverse for a sagittal MR too."""
-    from algorithm.qa import qa_case
+    from synthct.algorithm.qa import qa_case
 
     mr, ct, mask = phantom
     rows = {layout: qa_case(layout.replace(",", "").replace(" ", "_"), "brain", _stored_as(mr, layout),

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
+from synthct.algorithm.cases import canonical_region as algorithm_region
+from synthct.algorithm.cases import region_from_case_id, resolve_region
+from synthct.evaluation.dose import INSTALL_HINT, missing_modules
+from synthct.evaluation.dose.config import DoseConfig
+from synthct.evaluation.dose.structures import check_structures, region_of_case, virtual_structures
 from train_helpers import HANG_GUARD_S, REPO, subprocess_env, tiny_config, write_config
 
-from algorithm.cases import canonical_region as algorithm_region
-from algorithm.cases import region_from_case_id, resolve_region
-from evaluation.dose import INSTALL_HINT, missing_modules
-from evaluation.dose.config import DoseConfig
-from evaluation.dose.structures import check_structures, region_of_case, virtual_structures
 from synthct.cli import main as synthct_main
 from synthct.dataset import canonical_region, find_cases
 from synthct.phantom import SIZES, PhantomVolumes, generate_case, generate_volumes, write_phantom_dataset
@@ -251,7 +251,7 @@ def _run(args: list[str], timeout: float = HANG_GUARD_S) -> subprocess.Completed
 def test_2025_region_end_to_end_with_region_json(region: str, tmp_path: Path) -> None:
     """Each 2025 region: 2 phantom cases → data prepare → 2 training steps → export → the grand-challenge job with
     region.json "Head and Neck" / "Thorax" / "Abdomen" → evaluate with the 2025 variant."""
-    from algorithm.container import run_container
+    from synthct.algorithm.container import run_container
 
     data = tmp_path / "data"
     assert synthct_main(["phantom", "--out", str(data), "--region", region, "--cases", "2", "--seed", "5",
@@ -311,8 +311,8 @@ def test_head_neck_and_abdomen_through_prepare_algorithm_and_evaluate(region: st
     """The other 2025 regions without training (one trained region above is enough for the trainer): phantom →
     data prepare → the grand-challenge job with region.json "Head and Neck" / "Abdomen" and an analytic model
     package of that region (no torch) → evaluate with the 2025 variant."""
-    from algorithm.analytic import build_analytic_package
-    from algorithm.container import run_container
+    from synthct.algorithm.analytic import build_analytic_package
+    from synthct.algorithm.container import run_container
 
     data = tmp_path / "data"
     write_phantom_dataset(data, region, 1, seed=9, progress=False)

@@ -17,11 +17,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from synthct.algorithm.analytic import build_analytic_package, expected_hu
+from synthct.algorithm.container import run_container
+from synthct.algorithm.qa import BONE_RANGE, case_statistics
 from test_dicom import write_rtstruct
 
-from algorithm.analytic import build_analytic_package, expected_hu
-from algorithm.container import run_container
-from algorithm.qa import BONE_RANGE, case_statistics
 from synthct.body_mask import body_mask_from_mr
 from synthct.cli import main as synthct_main
 from synthct.dicom import CT_IMAGE_STORAGE, write_mr_series

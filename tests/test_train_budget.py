@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from synthct.train.budget import TimeBudget, final_reserve_s
 from train_helpers import FakeClock
-
-from train.budget import TimeBudget, final_reserve_s
 
 
 def test_the_reserve_holds_the_final_validation_only_when_it_runs() -> None:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from train.config import (
+from synthct.train.config import (
     ConfigError,
     apply_overrides,
     config_from_dict,

@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from synthct.dataset import CaseVolumes
-from synthct.intensity import normalise_ct
-from train.config import config_from_dict
-from train.data import (
+from synthct.train.config import config_from_dict
+from synthct.train.data import (
     PatchDataset,
     crop,
     draw_epoch_specs,
@@ -18,6 +15,9 @@ from train.data import (
     prepare_train_volume,
     window_around,
 )
+
+from synthct.dataset import CaseVolumes
+from synthct.intensity import normalise_ct
 
 
 def _case(shape: tuple[int, int, int], seed: int = 0, case_id: str = "1BA001") -> CaseVolumes:
@@ -121,7 +121,7 @@ def test_patches_unaugmented_and_augmented() -> None:
 
 
 def test_loader_with_workers_gives_the_same_batches() -> None:
-    from train.data import make_loader
+    from synthct.train.data import make_loader
 
     config = config_from_dict({"data": {"augment": {"probability": 1.0}}, "train": {"batch_size": 2}})
     volumes = [prepare_train_volume(_case((64, 70, 66)), config)]
@@ -137,10 +137,10 @@ def test_loader_with_workers_gives_the_same_batches() -> None:
 
 
 def _mapped_volumes(tmp_path, n_cases: int = 3):  # type: ignore[no-untyped-def]
+    from synthct.train.data import mapped_train_volume
     from train_helpers import write_tiny_dataset
 
     from synthct.cache import prepare_cache, settings_for_patch
-    from train.data import mapped_train_volume
 
     data = write_tiny_dataset(tmp_path / "data", n_cases=n_cases, shape=(70, 72, 68))
     index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64)), progress=False)
@@ -166,7 +166,7 @@ def test_cached_volumes_are_memory_maps_and_pickle_as_paths(tmp_path) -> None:  
 def test_one_loader_for_the_run_gives_each_epochs_patches(tmp_path, workers: int) -> None:  # type: ignore[no-untyped-def]
     """The persistent loader yields, epoch after epoch, exactly the per-epoch draw; resuming mid-epoch skips the
     batches already used."""
-    from train.data import make_epoch_loader, make_loader
+    from synthct.train.data import make_epoch_loader, make_loader
 
     volumes = _mapped_volumes(tmp_path)
     config = config_from_dict({"data": {"augment": {"probability": 0.5}, "num_workers": workers,
@@ -193,8 +193,8 @@ def test_one_loader_for_the_run_gives_each_epochs_patches(tmp_path, workers: int
 def test_device_augmentation_matches_the_loaders(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Batched grid_sample on the device = MONAI Affined in the loader (same transform for MR, CT and mask,
     nearest for the mask); unaugmented patches come through exactly."""
-    from train.augment import apply_batch_affine
-    from train.data import EpochPatchDataset
+    from synthct.train.augment import apply_batch_affine
+    from synthct.train.data import EpochPatchDataset
 
     volumes = _mapped_volumes(tmp_path, n_cases=2)
     config = config_from_dict({"data": {"augment": {"probability": 0.5, "rotate_degrees": 15.0}},

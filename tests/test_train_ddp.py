@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthct.train.checkpoint import load_checkpoint
 from train_helpers import HANG_GUARD_S, REPO, subprocess_env, tiny_config, write_config, write_tiny_dataset
-
-from train.checkpoint import load_checkpoint
 
 RANK_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    import train.trainer as trainer_module
-    from train.config import load_config
+    import synthct.train.trainer as trainer_module
+    from synthct.train.config import load_config
 
     config_path, run_dir, report_dir = sys.argv[1:4]
     rank = int(os.environ["RANK"])
@@ -87,7 +86,7 @@ def test_two_ranks_step_together_and_rank0_alone_writes(tmp_path: Path) -> None:
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
     # the weights moved away from the common initialisation
-    from train.models import build_generator
+    from synthct.train.models import build_generator
 
     torch.manual_seed(0)
     initial = build_generator(tiny_config()["model"]).state_dict()

@@ -7,9 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-
-from synthct.intensity import normalise_ct
-from train.losses import (
+from synthct.train.losses import (
     discriminator_gan_loss,
     generator_gan_loss,
     generator_loss,
@@ -18,7 +16,9 @@ from train.losses import (
     voxel_weight,
     weighted_l1,
 )
-from train.models import build_discriminator
+from synthct.train.models import build_discriminator
+
+from synthct.intensity import normalise_ct
 
 
 def _hu(values: list[float]) -> torch.Tensor:

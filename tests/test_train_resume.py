@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthct.train.checkpoint import load_checkpoint
+from synthct.train.config import Config, config_from_dict
+from synthct.train.trainer import Trainer
 from train_helpers import HANG_GUARD_S, REPO, subprocess_env, tiny_config, write_config, write_tiny_dataset
-
-from train.checkpoint import load_checkpoint
-from train.config import Config, config_from_dict
-from train.trainer import Trainer
 
 
 def _train(args: list[str]) -> list[str]:

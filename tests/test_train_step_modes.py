@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from synthct.train.config import config_from_dict
+from synthct.train.models import PatchDiscriminator
+from synthct.train.step import StepModels, compile_models, train_step
 from torch import nn
-
-from train.config import config_from_dict
-from train.models import PatchDiscriminator
-from train.step import StepModels, compile_models, train_step
 
 
 def _models(channels_last: bool = False) -> StepModels:
@@ -92,7 +91,7 @@ def test_restore_utf8_ctype_undoes_a_c_locale() -> None:
     """ITK may reset LC_CTYPE to C in-process; torch.compile then fails reading its templates as ASCII."""
     import locale
 
-    from train.process import restore_utf8_ctype
+    from synthct.train.process import restore_utf8_ctype
 
     before = locale.setlocale(locale.LC_CTYPE)
     try:

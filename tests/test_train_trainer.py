@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthct.train import losses
+from synthct.train import trainer as trainer_module
+from synthct.train.checkpoint import REQUIRED_KEYS, load_checkpoint
+from synthct.train.config import config_from_dict
+from synthct.train.trainer import Trainer, TrainingDiverged
 from train_helpers import FakeClock, tiny_config, write_config, write_tiny_dataset
 
 from synthct.cli import main as synthct_main
-from train import losses
-from train import trainer as trainer_module
-from train.checkpoint import REQUIRED_KEYS, load_checkpoint
-from train.config import config_from_dict
-from train.trainer import Trainer, TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_sigterm_stops_after_the_step_and_saves(dataset: Path, tmp_path: Path,
 
 
 def test_stop_signals_request_a_stop_and_a_second_sigint_interrupts() -> None:
-    from train.process import StopSignals
+    from synthct.train.process import StopSignals
 
     before = signal.getsignal(signal.SIGINT)
     with StopSignals() as signals:
@@ -208,7 +208,7 @@ def test_time_budget_stops_in_time_and_validates_at_the_end(dataset: Path, tmp_p
 
 
 def test_learning_rate_schedule() -> None:
-    from train.trainer import lr_factor
+    from synthct.train.trainer import lr_factor
 
     constant = config_from_dict({})
     assert lr_factor(constant, 0, 0.0) == lr_factor(constant, 500, 0.7) == 1.0  # the paper: constant

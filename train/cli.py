@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from train.config import Config
+    from synthct.train.config import Config
 
 log = logging.getLogger("synthct.train")
 
@@ -41,13 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_config(args: argparse.Namespace) -> Config:
+    from synthct.train.config import ConfigError, diff_configs, load_config
+
     from synthct.dataset import canonical_region
-    from train.config import ConfigError, diff_configs, load_config
 
     base = None
     checkpoint_config = None
     if args.resume:
-        from train.checkpoint import load_checkpoint
+        from synthct.train.checkpoint import load_checkpoint
 
         last = args.out / "last.pt"
         if not last.is_file():
@@ -83,8 +84,8 @@ def _resolve_config(args: argparse.Namespace) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    from train.checkpoint import CheckpointError
-    from train.config import ConfigError
+    from synthct.train.checkpoint import CheckpointError
+    from synthct.train.config import ConfigError
 
     try:
         config = _resolve_config(args)
@@ -92,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"synthct train: config error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
+    from synthct.train.trainer import DataProblem, Trainer, TrainingDiverged
+
     from synthct.dataset import DatasetError
-    from train.trainer import DataProblem, Trainer, TrainingDiverged
 
     try:
         result = Trainer(config, args.out, resume=args.resume, started=started).run()

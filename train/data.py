@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from monai.data import set_track_meta
 from monai.transforms import Affined
+from synthct.train.augment import AUGMENT_MARGIN, affine_matrix, crop_margin  # noqa: F401 (AUGMENT_MARGIN: re-exported)
+from synthct.train.config import AugmentConfig, Config
 
 from synthct.cache import MAX_FOREGROUND_INDICES, CachedCase, release_pages
 from synthct.dataset import CaseVolumes
 from synthct.intensity import normalise_ct, normalise_mr
-from train.augment import AUGMENT_MARGIN, affine_matrix, crop_margin  # noqa: F401 (AUGMENT_MARGIN: re-exported)
-from train.config import AugmentConfig, Config
 
 Shape3 = tuple[int, int, int]
 WORKER_START = "forkserver"

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from synthct.train import losses
+from synthct.train.config import Config, ConfigError
+from synthct.train.distributed import DistInfo
+from synthct.train.models import build_discriminator, build_generator
+from synthct.train.process import restore_utf8_ctype
 from torch.nn.parallel import DistributedDataParallel
-
-from train import losses
-from train.config import Config, ConfigError
-from train.distributed import DistInfo
-from train.models import build_discriminator, build_generator
-from train.process import restore_utf8_ctype
 
 log = logging.getLogger("synthct.train")
 

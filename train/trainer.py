@@ -1,7 +1,8 @@
 """The training loop: 3D Pix2Pix (SwinUNETR generator, conditional PatchGAN), DDP, checkpoints, validation.
 
-The loop's parts live beside it: one optimisation step in :mod:`train.step`, process settings (allocator, heap
-trim, locale, seeding, signals) in :mod:`train.process`, the wall-clock budget in :mod:`train.budget`. Rank 0 alone
+The loop's parts live beside it: one optimisation step in :mod:`synthct.train.step`, process settings (allocator, heap
+trim, locale, seeding, signals) in :mod:`synthct.train.process`, the wall-clock budget in :mod:`synthct.train.budget`.
+Rank 0 alone
 writes checkpoints, logs and validates.
 
 Run folder: ``config.yaml`` (resolved config), ``split.json``, ``last.pt``, ``best.pt`` (lowest validation MAE),
@@ -21,6 +22,46 @@ from typing import Any
 
 import numpy as np
 import torch
+from synthct.train.augment import apply_batch_affine
+from synthct.train.budget import Clock, TimeBudget, final_reserve_s
+from synthct.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    versions,
+)
+from synthct.train.config import Config, dump_config
+from synthct.train.data import (
+    TrainVolume,
+    ValidationVolume,
+    augment_on_device,
+    make_epoch_loader,
+    mapped_train_volume,
+    mapped_validation_volume,
+)
+from synthct.train.distributed import (
+    DistInfo,
+    any_rank,
+    barrier,
+    cleanup,
+    init_distributed,
+    max_over_ranks,
+    select_device,
+)
+from synthct.train.logs import RunLog
+from synthct.train.process import StopSignals, peak_rss_mb, seed_everything, trim_heap, tune_cpu_allocator
+from synthct.train.step import (
+    StepModels,
+    TrainingDiverged,
+    build_step_models,
+    lr_factor,
+    prepare_inputs,
+    train_step,
+)
+from synthct.train.validate import ValidationResult, count_windows, make_predictor, slice_grid, validate
 from tqdm import tqdm
 
 from synthct.atomic import write_text_atomic
@@ -34,46 +75,6 @@ from synthct.cache import (
 )
 from synthct.dataset import DatasetError, make_split, read_split, write_split
 from synthct.geometry import NetworkGeometry
-from train.augment import apply_batch_affine
-from train.budget import Clock, TimeBudget, final_reserve_s
-from train.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-    versions,
-)
-from train.config import Config, dump_config
-from train.data import (
-    TrainVolume,
-    ValidationVolume,
-    augment_on_device,
-    make_epoch_loader,
-    mapped_train_volume,
-    mapped_validation_volume,
-)
-from train.distributed import (
-    DistInfo,
-    any_rank,
-    barrier,
-    cleanup,
-    init_distributed,
-    max_over_ranks,
-    select_device,
-)
-from train.logs import RunLog
-from train.process import StopSignals, peak_rss_mb, seed_everything, trim_heap, tune_cpu_allocator
-from train.step import (
-    StepModels,
-    TrainingDiverged,
-    build_step_models,
-    lr_factor,
-    prepare_inputs,
-    train_step,
-)
-from train.validate import ValidationResult, count_windows, make_predictor, slice_grid, validate
 
 __all__ = ["STOP_REASONS", "DataProblem", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from synthct.train.config import Config
+from synthct.train.data import ValidationVolume
 
 from synthct.intensity import denormalise_ct, finalise_sct
 from synthct.metrics import aggregate, compute_metrics
 from synthct.sliding_window import sliding_window_predict, window_starts
-from train.config import Config
-from train.data import ValidationVolume
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 

@@ -1,7 +1,7 @@
 """Dose evaluation (optional extra ``dose``): photon and proton plans optimised on the CT and recalculated on the sCT.
 
 SynthRAD 2023's definitions with pyRadPlan's pencil-beam engines and pymedphys' gamma; see
-:mod:`evaluation.dose.evaluate`. The heavy packages are imported only when a dose evaluation runs;
+:mod:`synthct.evaluation.dose.evaluate`. The heavy packages are imported only when a dose evaluation runs;
 :func:`require_dose_extra` says how to install them when they are missing.
 """
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from evaluation.dose.config import MODALITIES, DoseConfig
-from evaluation.dose.structures import (
+from synthct.evaluation.dose.config import MODALITIES, DoseConfig
+from synthct.evaluation.dose.structures import (
     StructureError,
     Structures,
     check_structures,
@@ -81,8 +80,8 @@ def case_structures(
 
 
 def _modality_scores(plan: Any, config: DoseConfig) -> dict[str, Any]:
-    from evaluation.dose.dose_metrics import dose_mae_pct, dvh_differences_pct, dvh_metrics
-    from evaluation.dose.gamma import gamma_pass_rate
+    from synthct.evaluation.dose.dose_metrics import dose_mae_pct, dvh_differences_pct, dvh_metrics
+    from synthct.evaluation.dose.gamma import gamma_pass_rate
 
     rx = config.prescription_gy
     start = time.perf_counter()
@@ -117,7 +116,7 @@ def evaluate_case_dose(
     pictures_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Record fields of one case's dose evaluation (see the module docstring). Never raises for a bad case."""
-    from evaluation.dose.planning import PlanningError, plan_and_recalculate
+    from synthct.evaluation.dose.planning import PlanningError, plan_and_recalculate
 
     fields: dict[str, Any] = dict.fromkeys(dose_keys(modalities))
     dose: dict[str, Any] = {"structures": None}
@@ -157,7 +156,7 @@ def evaluate_case_dose(
 
 def _picture(case_id: str, modality: str, ct_hu: np.ndarray, sct_hu: np.ndarray, spacing_mm: tuple[float, ...],
              plan: Any, config: DoseConfig, scores: dict[str, Any], pictures_dir: Path) -> str | None:
-    from evaluation.dose.pictures import dose_figure, save_dose_picture
+    from synthct.evaluation.dose.pictures import dose_figure, save_dose_picture
 
     name = f"{case_id}_{modality}_dose.png"
     try:
@@ -175,7 +174,7 @@ def make_dose_evaluator(
     structures_dir: Path | None = None,
     pictures_dir: Path | None = None,
 ) -> DoseEvaluator:
-    """A callback ``(job, case) -> record fields`` for :func:`evaluation.scoring.evaluate_jobs`."""
+    """A callback ``(job, case) -> record fields`` for :func:`synthct.evaluation.scoring.evaluate_jobs`."""
 
     def evaluate(job: Any, case: Any) -> dict[str, Any]:
         ct_path = job.ground_truth.ct if job.ground_truth is not None else None
@@ -187,7 +186,7 @@ def make_dose_evaluator(
 
 def dose_settings(modalities: Sequence[str], config: DoseConfig, structures_dir: Path | None) -> dict[str, Any]:
     """The ``dose`` block of metrics.json: every setting and the method's constants."""
-    from evaluation.dose.planning import (
+    from synthct.evaluation.dose.planning import (
         BODY_LIMIT_FRACTION,
         BODY_PRIORITY,
         OAR_LIMIT_FRACTION,

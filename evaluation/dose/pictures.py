@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from synthct.evaluation.dose.dose_metrics import cumulative_dvh
+from synthct.evaluation.dose.planning import PlanResult
 
-from evaluation.dose.dose_metrics import cumulative_dvh
-from evaluation.dose.planning import PlanResult
 from synthct.atomic import atomic_path
 
 HU_WINDOW = (-1000.0, 1500.0)

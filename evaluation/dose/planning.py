@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
-
-from evaluation.dose.config import DoseConfig
-from evaluation.dose.structures import Structures
+from synthct.evaluation.dose.config import DoseConfig
+from synthct.evaluation.dose.structures import Structures
 
 log = logging.getLogger(__name__)
 

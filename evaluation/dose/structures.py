@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from synthct.evaluation.dose.config import DoseConfig
 
-from evaluation.dose.config import DoseConfig
 from synthct.io import IMAGE_SUFFIXES, ImageError, geometry_differences, read_image, strip_image_suffix
 
 MIN_VOXELS = 8
