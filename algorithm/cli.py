@@ -8,7 +8,9 @@
 folders, a DICOMDIR (or its folder), or a folder of such cases (see :mod:`synthct.dicom.study` for the grouping into
 cases, the planning-MR choice and the case ids; ``--series`` picks a series by UID, number or description).
 Without ``--mask`` the body mask is computed from the MR (``OUT/body/<case id>.mha``).
-Writes ``OUT/<case id>.mha`` (int16 HU, MR geometry), ``OUT/results.json``, ``OUT/qa/`` (unless ``--no-qa``) and,
+Writes ``OUT/<case id>.mha`` (int16 HU, MR geometry), ``OUT/results.json``, ``OUT/qa/`` (unless ``--no-qa``),
+``OUT/uncertainty/<case id>.mha`` with ``--uncertainty`` (SPEC §14; every case is also scored by the package's
+out-of-distribution check, ``--refuse-ood`` makes a flagged case fail) and,
 with ``--dicom-out``, ``OUT/dicom/<case id>/`` (CT Image Storage series; from a sagittal, coronal or oblique MR on a
 transverse grid unless ``--ct-grid mr``, see :mod:`synthct.dicom.transverse`). Exit status 1 if any case failed, 2
 when nothing could run. ``OUT`` is checked (a writable folder), locked against a concurrent run and cleaned of the
@@ -54,6 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "more than the package's tolerance (the sCT is mapped back onto the MR's grid); never: "
                              "only reorient (axis permutation/flip). Default from SYNTHCT_RESAMPLE")
     parser.add_argument("--no-qa", action="store_true", help="no QA page (OUT/qa/<case id>.png, OUT/qa/index.html)")
+    from synthct.trust import DEFAULT_UNCERTAINTY_MODE, UNCERTAINTY_MODES
+
+    passes = len(UNCERTAINTY_MODES[DEFAULT_UNCERTAINTY_MODE]) + 1
+    parser.add_argument("--uncertainty", nargs="?", const=DEFAULT_UNCERTAINTY_MODE, default=None,
+                        choices=(*UNCERTAINTY_MODES, "off"), metavar="MODE",
+                        help="also write OUT/uncertainty/<case id>.mha: the spread (HU) of the sCT over test-time "
+                             f"augmentations; MODE {', '.join(UNCERTAINTY_MODES)} (default when given: "
+                             f"{DEFAULT_UNCERTAINTY_MODE}, {passes} passes of the network instead of 1); off by "
+                             "default")
+    parser.add_argument("--refuse-ood", action="store_true",
+                        default=os.environ.get("SYNTHCT_REFUSE_OOD", "").strip().lower() in ("1", "true", "yes"),
+                        help="a case the out-of-distribution check flags fails (a per-case error) instead of being "
+                             "predicted with a warning (default from SYNTHCT_REFUSE_OOD)")
     parser.add_argument("--mask-threshold", type=float, default=None, metavar="T",
                         help="automatic body mask: threshold at p2.5 + T·(p97.5 − p2.5) of the MR (default "
                              f"{DEFAULT_THRESHOLD_FRACTION:g})")
@@ -106,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from synthct.outputs import OutputError, output_session, report_unexpected
 
     try:  # checked, locked and cleaned of stale temporaries before any inference (synthct.outputs)
-        with output_session([args.out, args.out / "body", args.out / "dicom", args.out / "qa"], "predict"):
+        with output_session([args.out, args.out / "body", args.out / "dicom", args.out / "qa",
+                             args.out / "uncertainty"], "predict"):
             try:
                 return _predict_cases(args, cases, region, threshold)
             except OSError as exc:
@@ -138,9 +154,12 @@ def _predict_cases(args: argparse.Namespace, cases: list, region: str | None, th
                   f" ({'; '.join(problems)})" if problems else "")
         return 2
     registry = ModelRegistry(packages, args.backend, args.device, args.threads, problems)
+    uncertainty = None if args.uncertainty in (None, "off") else args.uncertainty
     extra = ExtraOutputs(body_dir=args.out / "body", dicom_dir=args.out / "dicom" if args.dicom_out else None,
                          qa_dir=None if args.no_qa else args.out / "qa", threshold_fraction=threshold,
-                         ct_grid=args.ct_grid, ct_slice_mm=args.ct_slice_mm, region_source="--region")
+                         ct_grid=args.ct_grid, ct_slice_mm=args.ct_slice_mm, region_source="--region",
+                         uncertainty=uncertainty, uncertainty_dir=args.out / "uncertainty" if uncertainty else None,
+                         refuse_ood=args.refuse_ood)
     entries, failed = run_cases(cases, registry, args.out, region, None, args.batch_size, not args.no_progress,
                                 extra, args.resample)
     entries = [{"case_id": case.case_id, **entry} for case, entry in zip(cases, entries, strict=True)]

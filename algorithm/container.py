@@ -21,7 +21,10 @@ Environment: ``SYNTHCT_INPUT`` (default /input), ``SYNTHCT_OUTPUT`` (/output), `
 (/opt/ml/model), ``SYNTHCT_MODELS`` (/opt/app/models: ``<region>/model.json`` or one package),
 ``SYNTHCT_BACKEND`` (auto|onnxruntime|openvino|…), ``SYNTHCT_DEVICE`` (auto|cpu|cuda), ``SYNTHCT_BATCH_SIZE`` (4),
 ``SYNTHCT_THREADS`` (ONNX Runtime threads), ``SYNTHCT_PROGRESS`` (1/0: progress bar), ``SYNTHCT_RESAMPLE``
-(auto|never: bring the MR to the model's training spacing, see :mod:`synthct.geometry`).
+(auto|never: bring the MR to the model's training spacing, see :mod:`synthct.geometry`), ``SYNTHCT_UNCERTAINTY``
+(off by default; on or a mode of :data:`synthct.trust.UNCERTAINTY_MODES`: also write
+``/output/images/synthetic-ct-uncertainty/<MR file name>``), ``SYNTHCT_REFUSE_OOD`` (0/1: a case flagged out of
+distribution fails instead of running).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 from synthct.algorithm.backends import BACKENDS
 from synthct.algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
 from synthct.algorithm.model_archive import describe_contents, visible_entries
-from synthct.algorithm.runner import ModelRegistry, run_cases, write_results
+from synthct.algorithm.runner import ExtraOutputs, ModelRegistry, run_cases, write_results
 
 from synthct.atomic import write_json_atomic
 from synthct.geometry import RESAMPLE_MODES
@@ -153,6 +156,25 @@ def run_container(env: Mapping[str, str] | None = None) -> int:
         return EXIT_FATAL
 
 
+def _trust_env(env: Mapping[str, str]) -> tuple[str | None, bool]:
+    """``SYNTHCT_UNCERTAINTY`` (off | on | a mode of synthct.trust; default off) and ``SYNTHCT_REFUSE_OOD`` (0/1)."""
+    from synthct.trust import DEFAULT_UNCERTAINTY_MODE, UNCERTAINTY_MODES
+
+    value = env.get("SYNTHCT_UNCERTAINTY", "").strip().lower()
+    if value in ("", "0", "off", "false", "no"):
+        uncertainty = None
+    elif value in ("1", "on", "true", "yes"):
+        uncertainty = DEFAULT_UNCERTAINTY_MODE
+    elif value in UNCERTAINTY_MODES:
+        uncertainty = value
+    else:
+        raise ValueError(f"SYNTHCT_UNCERTAINTY={value!r}: expected off, on or one of {sorted(UNCERTAINTY_MODES)}")
+    refuse = env.get("SYNTHCT_REFUSE_OOD", "").strip().lower()
+    if refuse not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"SYNTHCT_REFUSE_OOD={refuse!r}: expected 0 or 1")
+    return uncertainty, refuse in ("1", "true", "yes")
+
+
 def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
     input_dir = Path(env.get("SYNTHCT_INPUT") or "/input")
     results_path = output_dir / "results.json"
@@ -163,6 +185,7 @@ def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
         batch_size = _env_int(env, "SYNTHCT_BATCH_SIZE", 4) or 4
         threads = _env_int(env, "SYNTHCT_THREADS", None)
         resample = _env_choice(env, "SYNTHCT_RESAMPLE", RESAMPLE_MODES)
+        uncertainty, refuse_ood = _trust_env(env)
     except ValueError as exc:
         log.error("%s", exc)
         write_results(results_path, [])
@@ -201,8 +224,10 @@ def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
         return EXIT_CASE_FAILED
 
     registry = ModelRegistry(source.packages, backend, device, threads, source.problems)  # type: ignore[arg-type]
+    extra = ExtraOutputs(uncertainty=uncertainty, refuse_ood=refuse_ood,
+                         uncertainty_dir=output_dir / "images" / "synthetic-ct-uncertainty" if uncertainty else None)
     entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress,
-                                resample=resample)  # type: ignore[arg-type]  # checked by _env_choice
+                                extra, resample)  # type: ignore[arg-type]  # checked by _env_choice
     for entry in entries:
         entry["model_source"] = source.record()
     write_results(results_path, entries)

@@ -4,19 +4,22 @@ The network sees the MR in its training geometry (orientation, spacing: :mod:`sy
 returned on the MR's own grid.
 
 Memory: for an N-voxel MR the peak is about 6 float32 volumes (normalised MR, two blending accumulators, their
-temporaries) — a 512×512×160 pelvis (42 M voxels) stays near 1 GB. No float64 copies are made.
+temporaries) — a 512×512×160 pelvis (42 M voxels) stays near 1 GB. No float64 copies are made. The uncertainty
+map (``TrustRequest.uncertainty``) adds about 5 float32 volumes (running mean and sum of squares, one member's
+prediction, its padded copy, temporaries), ≈ 0.8 GB more for that pelvis.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from synthct.geometry import ResampleMode, to_mr_grid, to_network_grid
+from synthct.geometry import ResampleMode, spacing_zyx_mm, to_mr_grid, to_network_grid
 from synthct.intensity import BACKGROUND_HU, denormalise_ct, finalise_sct, normalise_mr
 from synthct.io import ImageError, array_to_image, check_same_geometry
 from synthct.model_package import ModelPackage
@@ -64,6 +67,60 @@ def predict_sct(
     return predict_case(mr_image, mask_image, package, predictor, batch_size, progress, resample)[0]
 
 
+class OutOfDistributionError(ValueError):
+    """A case flagged by the out-of-distribution check while flagged cases are refused (``--refuse-ood``)."""
+
+
+@dataclass
+class TrustRequest:
+    """What :func:`predict_case` adds besides the sCT (SPEC §14); its results are filled in by the call."""
+
+    uncertainty: str | None = None
+    """A mode of :data:`synthct.trust.UNCERTAINTY_MODES` (None: no uncertainty map)."""
+    ood: bool = True
+    """Score the case against the package's training record (when it has one)."""
+    refuse_ood: bool = False
+    """Raise :class:`OutOfDistributionError` for a flagged case, before its inference."""
+    region: str | None = None
+    """The region the case was declared as (``--region`` / region.json), compared with the record's."""
+    uncertainty_image: sitk.Image | None = None
+    """Result: float32 HU on the MR's grid, 0 outside the MR's mask."""
+    ood_result: dict[str, Any] | None = None
+    """Result: :func:`synthct.trust.score_case`'s, or ``{"checked": False, "reason": …}``."""
+
+
+def _ood_check(normalised: np.ndarray, mask: np.ndarray, grid: Any, package: ModelPackage, trust: TrustRequest,
+               name: str) -> None:
+    from synthct.trust import ood_features, score_case
+
+    record = package.trust
+    if record is None:
+        trust.ood_result = {"checked": False, "reason": "the model package has no training record (exported "
+                            "without it): out-of-distribution check skipped; add it with synthct trust-record"}
+        return
+    network_spacing = spacing_zyx_mm(grid.mr)
+    source_spacing = grid.record.get("mr_spacing_zyx_mm") or network_spacing
+    features = ood_features(normalised, mask, network_spacing)
+    trust.ood_result = score_case(features, record, source_spacing, trust.region)
+    if trust.refuse_ood and trust.ood_result["flagged"]:
+        raise OutOfDistributionError(f"{name}: refused as out of distribution (--refuse-ood): "
+                                     + "; ".join(trust.ood_result["reasons"]))
+
+
+def ood_check(mr_image: sitk.Image, mask_image: sitk.Image, package: ModelPackage, region: str | None = None,
+              resample: ResampleMode = "auto", name: str = "MR") -> dict[str, Any]:
+    """The out-of-distribution result of one case without running the network (what :func:`predict_case` records
+    with ``trust``): the MR on the network's grid, normalised, scored against the package's training record."""
+    check_inputs(mr_image, mask_image, name)
+    grid = to_network_grid(mr_image, mask_image, package.geometry, resample, None, name)
+    mask = sitk.GetArrayViewFromImage(grid.mask) > 0
+    normalised = normalise_mr(sitk.GetArrayViewFromImage(grid.mr), mask, package.mr_rule, package.mr_percentile)
+    trust = TrustRequest(region=region)
+    _ood_check(normalised, mask, grid, package, trust, name)
+    assert trust.ood_result is not None
+    return trust.ood_result
+
+
 def predict_case(
     mr_image: sitk.Image,
     mask_image: sitk.Image,
@@ -74,8 +131,14 @@ def predict_case(
     resample: ResampleMode = "auto",
     slice_thickness_mm: float | None = None,
     name: str = "MR",
+    trust: TrustRequest | None = None,
 ) -> tuple[sitk.Image, dict[str, Any]]:
     """Synthetic CT for one MR, and the record of the geometry the network saw.
+
+    With ``trust``, the case is also scored against the package's training record (before inference; a flagged
+    case raises :class:`OutOfDistributionError` when ``trust.refuse_ood``) and, with ``trust.uncertainty``, the
+    test-time-augmentation spread is mapped onto the MR's grid (:mod:`synthct.trust`); both land in ``trust``. The
+    sCT is the same with or without them.
 
     The MR and mask are brought to the package's training geometry (:mod:`synthct.geometry`: axis permutation and
     flips to its orientation; resampling to its spacing when an axis differs by more than its tolerance, unless
@@ -92,24 +155,37 @@ def predict_case(
         raise ImageError(f"{name}: the body mask is empty on the model's grid (resampled to "
                          f"{grid.record.get('training_spacing_zyx_mm')} mm)")
     normalised = normalise_mr(sitk.GetArrayViewFromImage(grid.mr), mask, package.mr_rule, package.mr_percentile)
+    if trust is not None and trust.ood:
+        _ood_check(normalised, mask, grid, package, trust, name)
     manifest = package.manifest
-    sct_normalised = sliding_window_predict(
-        normalised,
-        predictor,
-        patch_size=package.patch_size,
-        overlap=package.overlap,
-        mask=mask,
-        batch_size=batch_size,
-        mode=manifest.get("blend", "gaussian"),
-        sigma_scale=float(manifest.get("sigma_scale", 0.125)),
-        pad_value=-1.0,
-        fill_value=-1.0,
-        progress=progress,
-    )
+    engine: dict[str, Any] = {
+        "patch_size": package.patch_size,
+        "overlap": package.overlap,
+        "batch_size": batch_size,
+        "mode": manifest.get("blend", "gaussian"),
+        "sigma_scale": float(manifest.get("sigma_scale", 0.125)),
+        "pad_value": -1.0,
+        "fill_value": -1.0,
+        "progress": progress,
+    }
+    sct_normalised = sliding_window_predict(normalised, predictor, mask=mask, **engine)
+    spread = None
+    if trust is not None and trust.uncertainty:
+        from synthct.trust import UNCERTAINTY_MODES, tta_spread_hu
+
+        spread = tta_spread_hu(normalised, mask, sct_normalised, predictor, UNCERTAINTY_MODES[trust.uncertainty],
+                               **engine)
     del normalised, mask
     hu = to_mr_grid(denormalise_ct(sct_normalised), grid, mr_image, float(BACKGROUND_HU))
     record = grid.record
-    del sct_normalised, grid
-    sct = finalise_sct(hu, sitk.GetArrayViewFromImage(mask_image) > 0)
+    del sct_normalised
+    body = sitk.GetArrayViewFromImage(mask_image) > 0
+    if spread is not None and trust is not None:
+        spread_mr = to_mr_grid(spread, grid, mr_image, 0.0)
+        spread_mr[~body] = 0.0
+        trust.uncertainty_image = array_to_image(spread_mr.astype(np.float32, copy=False), mr_image)
+        del spread, spread_mr
+    del grid
+    sct = finalise_sct(hu, body)
     del hu
     return array_to_image(sct, mr_image), record

@@ -50,6 +50,8 @@ wide around those (anatomy and field of view vary)."""
 MR_OUTLIER_RATIO = 2.5
 HISTOGRAM_EDGES = np.arange(-1025.0, 3001.0, 50.0)
 PICTURE_WINDOW_HU = (-1000.0, 2000.0)
+UNCERTAINTY_WINDOW_HU = 50.0
+"""The uncertainty picture's colour scale runs from 0 to this (HU) or the map's 99th percentile, if higher."""
 INDEX_RECORD = "index.json"
 """The QA page's rows, kept beside ``index.html`` so that a later run into the same folder merges with them."""
 
@@ -110,8 +112,9 @@ def body_centre(mask: np.ndarray) -> tuple[int, int, int]:
 
 
 def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask: np.ndarray,
-              spacing_zyx_mm: tuple[float, ...], subtitle: str = "") -> Path:
-    """Write the case picture (PNG) atomically: MR + mask outline (top), sCT over MR + HU colour bar (bottom)."""
+              spacing_zyx_mm: tuple[float, ...], subtitle: str = "", uncertainty_hu: np.ndarray | None = None) -> Path:
+    """Write the case picture (PNG) atomically: MR + mask outline (top), sCT over MR + HU colour bar (middle)
+    and, with ``uncertainty_hu`` (z, y, x, HU), the uncertainty map over the MR with its colour bar (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,18 +127,25 @@ def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask
               (f"sagittal i={x}", np.s_[:, :, x], sz / sy, "lower")]
     body = np.asarray(mask) > 0
     mr_max = float(np.percentile(mr[body], 99.5)) if body.any() else float(np.max(mr)) or 1.0
-    figure, axes = plt.subplots(2, 3, figsize=(13, 8.4), gridspec_kw={"hspace": 0.12, "wspace": 0.04})
-    overlay = None
+    rows = 2 if uncertainty_hu is None else 3
+    figure, axes = plt.subplots(rows, 3, figsize=(13, 4.2 * rows), gridspec_kw={"hspace": 0.12, "wspace": 0.04})
+    overlay = spread = None
+    spread_top = UNCERTAINTY_WINDOW_HU
+    if uncertainty_hu is not None and body.any():
+        spread_top = max(UNCERTAINTY_WINDOW_HU, float(np.percentile(uncertainty_hu[body], 99)))
     for column, (title, index, aspect, origin) in enumerate(planes):
         mr_plane, body_plane = mr[index], body[index]
         sct_plane = np.ma.masked_where(~body_plane, sct_hu[index])
-        for row in (0, 1):
+        for row in range(rows):
             ax = axes[row, column]
             ax.imshow(mr_plane, cmap="gray", vmin=0, vmax=mr_max, aspect=aspect, origin=origin,
                       interpolation="nearest")
             if row == 1:
                 overlay = ax.imshow(sct_plane, cmap="turbo", vmin=PICTURE_WINDOW_HU[0], vmax=PICTURE_WINDOW_HU[1],
                                     alpha=0.75, aspect=aspect, origin=origin, interpolation="nearest")
+            if row == 2 and uncertainty_hu is not None:
+                spread = ax.imshow(np.ma.masked_where(~body_plane, uncertainty_hu[index]), cmap="magma", vmin=0.0,
+                                   vmax=spread_top, alpha=0.8, aspect=aspect, origin=origin, interpolation="nearest")
             if body_plane.any() and not body_plane.all():
                 # no origin here: contour follows the axes imshow set up (origin="upper" would flip it again)
                 ax.contour(body_plane, levels=[0.5], colors="yellow" if row == 0 else "white", linewidths=0.9)
@@ -148,6 +158,10 @@ def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask
     if overlay is not None:
         bar = figure.colorbar(overlay, ax=list(axes[1, :]), fraction=0.025, pad=0.01)
         bar.set_label("HU")
+    if spread is not None:
+        axes[2, 0].set_ylabel("uncertainty over MR", fontsize=10)
+        bar = figure.colorbar(spread, ax=list(axes[2, :]), fraction=0.025, pad=0.01)
+        bar.set_label("uncertainty (HU, std)")
     figure.suptitle(f"{case_id}  {subtitle}".strip(), fontsize=12)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
@@ -158,8 +172,9 @@ def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask
 
 
 def qa_case(case_id: str, region: str, mr_image: sitk.Image, sct_image: sitk.Image, mask_image: sitk.Image,
-            qa_dir: Path, auto_mask: bool = False) -> dict[str, Any]:
+            qa_dir: Path, auto_mask: bool = False, uncertainty: sitk.Image | None = None) -> dict[str, Any]:
     """Figures, flags and ``qa_dir/<case id>.png`` for one case; returns its row for :func:`write_qa_index`.
+    ``uncertainty``: the uncertainty map (HU, MR grid), drawn as a third row of the picture.
 
     The images are first reoriented to LPS (axis permutation only, :mod:`synthct.geometry`), so the pictures show
     true transverse / coronal / sagittal planes and "in-plane" means transverse, however the MR was stored.
@@ -167,6 +182,8 @@ def qa_case(case_id: str, region: str, mr_image: sitk.Image, sct_image: sitk.Ima
     reorientation = canonical_reorientation(mr_image)
     mr_image, sct_image, mask_image = (reorientation.apply_to_image(image)
                                        for image in (mr_image, sct_image, mask_image))
+    spread = None if uncertainty is None else \
+        sitk.GetArrayFromImage(reorientation.apply_to_image(uncertainty))  # a copy: the image is a temporary
     mr = sitk.GetArrayViewFromImage(mr_image)
     sct = sitk.GetArrayViewFromImage(sct_image)
     mask = sitk.GetArrayViewFromImage(mask_image)
@@ -175,7 +192,7 @@ def qa_case(case_id: str, region: str, mr_image: sitk.Image, sct_image: sitk.Ima
     size = "×".join(str(n) for n in mr_image.GetSize())
     spacing = "×".join(f"{s:.3g}" for s in mr_image.GetSpacing())
     subtitle = f"({region}; {size} voxels, {spacing} mm; {'automatic' if auto_mask else 'given'} mask)"
-    picture = draw_case(Path(qa_dir) / f"{case_id}.png", case_id, mr, sct, mask, spacing_zyx, subtitle)
+    picture = draw_case(Path(qa_dir) / f"{case_id}.png", case_id, mr, sct, mask, spacing_zyx, subtitle, spread)
     return {"case_id": case_id, "region": region, "auto_mask": auto_mask, "picture": picture.name,
             "size": size, "spacing_mm": spacing, **stats}
 
@@ -200,6 +217,24 @@ def _histogram_svg(counts: list[int], width: int = 260, height: int = 90) -> str
     return (f'<svg width="{width + 2 * pad}" height="{height}" viewBox="0 0 {width + 2 * pad} {height}" role="img" '
             f'aria-label="HU histogram inside the mask"><g transform="translate({pad},0)"><line x1="0" '
             f'y1="{height - 14}" x2="{width}" y2="{height - 14}" stroke="#444"/>{bars}{ticks}</g></svg>')
+
+
+def _trust_html(row: dict[str, Any]) -> str:
+    """The figures column's lines on the out-of-distribution score and the uncertainty map (empty when absent)."""
+    parts = []
+    ood = row.get("ood")
+    if isinstance(ood, dict) and ood.get("checked"):
+        verdict = '<span class="flag">out of distribution</span>' if ood.get("flagged") else \
+            '<span class="ok">in distribution</span>'
+        parts.append(f'OOD score {ood["score"]:.1f} (limit {ood["threshold"]:.1f}): {verdict}')
+    elif isinstance(ood, dict):
+        parts.append("OOD check: not done (package without training record)")
+    unc = row.get("uncertainty")
+    if isinstance(unc, dict) and unc.get("mean_hu") is not None:
+        limit = f', limit {unc["limit_hu"]:g}' if unc.get("limit_hu") is not None else ", not calibrated"
+        parts.append(f'uncertainty ({html.escape(str(unc["mode"]))}): mean {unc["mean_hu"]:g} HU, '
+                     f'p95 {unc["p95_hu"]:g} HU{limit}')
+    return "".join(f"<br>{p}" for p in parts)
 
 
 def _bar_colour(hu: float) -> str:
@@ -258,7 +293,7 @@ def write_qa_index(rows: list[dict[str, Any]], qa_dir: Path, merge: bool = True)
                    f'mean {row["mean_hu"]:g} HU<br>bone (&gt;{BONE_HU:g} HU) {100 * row["bone_fraction"]:.1f} %<br>'
                    f'air in core {100 * row["air_fraction_core"]:.1f} %'
                    + (f'<br><span class="geometry">network grid: {html.escape(row["geometry"])}</span>'
-                      if row.get("geometry") else ""))
+                      if row.get("geometry") else "") + _trust_html(row))
         lines.append(f'<tr><td>{case}</td><td><a href="{picture}"><img src="{picture}" alt="{case}" '
                      f'width="360"></a></td><td>{_histogram_svg(row["histogram"])}</td><td>{figures}</td>'
                      f"<td>{flag_html}</td></tr>")
@@ -274,12 +309,16 @@ th {{ background: #eee; }}
 tr.failed td {{ background: #fdecea; }}
 </style></head><body>
 <h1>synthct QA — {len(rows)} case(s), {n_flagged} flagged or failed</h1>
-<p>Pictures: MR with the body mask (top), sCT over MR in HU (bottom), planes through the body's centre.
+<p>Pictures: MR with the body mask (top), sCT over MR in HU (second row), planes through the body's centre.
 Histogram: sCT HU inside the body mask (square-root counts; blue air &lt; {AIR_HU:g} HU, red soft tissue, yellow bone
 &gt; {BONE_HU:g} HU). Flags: body (tissue in the mask) at the FOV border; air in the body's core (mask eroded
 {CORE_EROSION_MM:g} mm) above the region's limit (brain, pelvis {100 * AIR_LIMIT["brain"]:g} %; lungs and bowel gas
 allowed for in thorax and abdomen); bone fraction outside the region's usual range; MR maximum above
-{MR_OUTLIER_RATIO:g} × its 99.5th percentile.</p>
+{MR_OUTLIER_RATIO:g} × its 99.5th percentile. With <code>--uncertainty</code> a third picture row shows the
+uncertainty map (spread of the sCT over test-time augmentations, HU) over the MR. Out of distribution: the MR is
+unlike the model's training cases (contrast, intensities, bias field, signal void, field of view, body size, spacing,
+region), each flag with its reason. Neither says the sCT is right when unflagged; see the README's
+"Trust outputs".</p>
 <table><tr><th>case</th><th>picture</th><th>HU histogram (in mask)</th><th>figures</th><th>flags</th></tr>
 {chr(10).join(lines)}
 </table></body></html>

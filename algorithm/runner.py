@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from synthct.algorithm.backends import Backend, Device, Predictor, make_predictor
 from synthct.algorithm.cases import CaseFiles, RegionError, resolve_region
-from synthct.algorithm.inference import check_inputs, predict_case
+from synthct.algorithm.inference import TrustRequest, check_inputs, predict_case
 from synthct.algorithm.qa import qa_case, write_qa_index
 
 from synthct.atomic import write_json_atomic
@@ -92,6 +92,12 @@ class ExtraOutputs:
     """Slice spacing (mm) of a transverse DICOM CT grid; None: the MR's finest spacing, at least 1 mm."""
     region_source: str = "region.json"
     """Where a declared region comes from, as messages name it: ``region.json`` (container) or ``--region``."""
+    uncertainty: str | None = None
+    """Test-time-augmentation mode of the uncertainty map (:data:`synthct.trust.UNCERTAINTY_MODES`); None: off."""
+    uncertainty_dir: Path | None = None
+    """``<case id>.mha`` uncertainty maps (float32 HU, MR geometry, 0 outside the body); needs ``uncertainty``."""
+    refuse_ood: bool = False
+    """A case flagged by the out-of-distribution check fails (a per-case error) instead of running."""
 
 
 @dataclass
@@ -151,6 +157,7 @@ def run_cases(
         entry: dict[str, Any] = {"outputs": [], "inputs": inputs + list(extra_inputs or []), "error_messages": []}
         warnings: list[str] = []
         started = time.perf_counter()
+        trust = TrustRequest(uncertainty=extra.uncertainty, refuse_ood=extra.refuse_ood, region=declared_region)
         try:
             if case.warning:
                 warnings.append(case.warning)
@@ -175,8 +182,14 @@ def run_cases(
                          extra.threshold_fraction, int(np.count_nonzero(sitk.GetArrayViewFromImage(mask_image))),
                          f" written to {mask_path}" if mask_path else "")
             check_inputs(mr.image, mask_image, str(case.mr), str(case.mask or "automatic body mask"))
-            sct, geometry = predict_case(mr.image, mask_image, package, predictor, batch_size, progress, resample,
-                                         mr.slice_thickness_mm, str(case.mr))
+            try:
+                sct, geometry = predict_case(mr.image, mask_image, package, predictor, batch_size, progress, resample,
+                                             mr.slice_thickness_mm, str(case.mr), trust)
+            finally:
+                if trust.ood_result is not None:  # results.json only when checked: the log says why not
+                    if trust.ood_result.get("checked"):
+                        entry["out_of_distribution"] = trust.ood_result
+                    _log_ood(trust.ood_result, warnings, f"[{index}/{len(cases)}] {case.case_id}")
             entry["geometry"] = geometry
             if not geometry["checked"]:
                 warnings.append(geometry["summary"])
@@ -204,9 +217,15 @@ def run_cases(
                          grid["plane"], "×".join(map(str, grid["size"])),
                          "×".join(f"{s:g}" for s in grid["spacing_mm"]), grid["reason"])
                 del ct_grid
+            if trust.uncertainty_image is not None:
+                entry["uncertainty"] = _uncertainty_entry(trust, package, mask_image, extra, case.case_id, warnings,
+                                                          f"[{index}/{len(cases)}] {case.case_id}")
+                if "filename" in entry["uncertainty"]:
+                    entry["outputs"].append({"type": "metaio_image", "filename": entry["uncertainty"]["filename"]})
             if extra.qa_dir is not None:
-                qa_rows.append(_qa_row(case, region, mr.image, sct, mask_image, extra.qa_dir, warnings, geometry))
-            del mr, mask_image, sct
+                qa_rows.append(_qa_row(case, region, mr.image, sct, mask_image, extra.qa_dir, warnings, geometry,
+                                       trust, entry.get("uncertainty")))
+            del mr, mask_image, sct, trust
             log.info("[%d/%d] %s: %s (%.1f s)", index, len(cases), case.case_id, target, time.perf_counter() - started)
         except Exception as exc:  # one bad case never stops the others
             failed += 1
@@ -271,12 +290,73 @@ def write_results(path: Path, entries: list[dict[str, Any]]) -> int:
     return len(kept)
 
 
+def _log_ood(result: dict[str, Any], warnings: list[str], where: str) -> None:
+    """Log the out-of-distribution result; a flag also becomes a warning of the case."""
+    if not result.get("checked"):
+        log.info("%s: %s", where, result.get("reason"))
+    elif result["flagged"]:
+        message = (f"out of distribution (score {result['score']:.1f} > {result['threshold']:.1f}): "
+                   + "; ".join(result["reasons"]))
+        warnings.append(message)
+        log.warning("%s: %s", where, message)
+    else:
+        log.info("%s: in distribution (score %.1f ≤ %.1f)", where, result["score"], result["threshold"])
+
+
+def _uncertainty_entry(trust: TrustRequest, package: ModelPackage, mask_image: sitk.Image, extra: ExtraOutputs,
+                       case_id: str, warnings: list[str], where: str) -> dict[str, Any]:
+    """Write the map (when ``extra.uncertainty_dir``), summarise it against the package's calibration."""
+    from synthct.trust import DEFAULT_LEVELS_HU, UNCERTAINTY_MODES, uncertainty_summary
+
+    assert trust.uncertainty_image is not None and trust.uncertainty is not None
+    calibration = (package.trust or {}).get("uncertainty")
+    calibrated = calibration is not None and calibration.get("mode") == trust.uncertainty
+    spread = sitk.GetArrayViewFromImage(trust.uncertainty_image)
+    body = sitk.GetArrayViewFromImage(mask_image) > 0
+    summary = uncertainty_summary(spread, body, DEFAULT_LEVELS_HU,
+                                  float(calibration["case_limit_hu"]) if calibrated else None)
+    entry: dict[str, Any] = {"mode": trust.uncertainty, "passes": len(UNCERTAINTY_MODES[trust.uncertainty]) + 1,
+                             **summary}
+    if calibrated and calibration.get("voxel_level_hu") is not None and body.any():
+        level = float(calibration["voxel_level_hu"])
+        entry["voxel_level_hu"] = level  # the validation cases' median 95th percentile: ~5 % of their voxels above
+        entry["above_voxel_level"] = round(float(np.mean(spread[body] > level)), 4)
+    else:
+        entry["calibration"] = (f"the package has no uncertainty calibration for mode {trust.uncertainty!r}"
+                                + (f" (calibrated: {calibration['mode']!r})" if calibration else "")
+                                + ": no limit, no flag")
+    if extra.uncertainty_dir is not None:
+        entry["filename"] = str(write_image(trust.uncertainty_image, extra.uncertainty_dir / f"{case_id}.mha"))
+    if summary["flagged"]:
+        message = (f"uncertainty above the calibrated limit: mean {summary['mean_hu']:g} HU > "
+                   f"{summary['limit_hu']:g} HU inside the body")
+        warnings.append(message)
+        log.warning("%s: %s", where, message)
+    else:
+        log.info("%s: uncertainty (%s) mean %s HU, 95th percentile %s HU inside the body", where, trust.uncertainty,
+                 summary["mean_hu"], summary["p95_hu"])
+    return entry
+
+
 def _qa_row(case: CaseFiles, region: str, mr: sitk.Image, sct: sitk.Image, mask: sitk.Image, qa_dir: Path,
-            warnings: list[str], geometry: dict[str, Any]) -> dict[str, Any]:
-    """The case's QA picture and table row (with what was done to the geometry); a failure here is a warning."""
+            warnings: list[str], geometry: dict[str, Any], trust: TrustRequest | None = None,
+            uncertainty: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The case's QA picture and table row (with what was done to the geometry, the uncertainty map and the
+    out-of-distribution result); a failure here is a warning."""
     try:
-        row = qa_case(case.case_id, region, mr, sct, mask, qa_dir, auto_mask=case.mask is None)
+        row = qa_case(case.case_id, region, mr, sct, mask, qa_dir, auto_mask=case.mask is None,
+                      uncertainty=trust.uncertainty_image if trust is not None else None)
         row["geometry"] = geometry["summary"]
+        if trust is not None and trust.ood_result is not None:
+            row["ood"] = trust.ood_result
+            if trust.ood_result.get("flagged"):
+                row["flags"] = [*row.get("flags", []), *(f"out of distribution: {r}"
+                                                         for r in trust.ood_result["reasons"])]
+        if uncertainty is not None:
+            row["uncertainty"] = {k: uncertainty.get(k) for k in ("mode", "mean_hu", "p95_hu", "limit_hu", "flagged")}
+            if uncertainty.get("flagged"):
+                row["flags"] = [*row.get("flags", []), f"uncertainty above the calibrated limit (mean "
+                                f"{uncertainty['mean_hu']:g} HU > {uncertainty['limit_hu']:g} HU)"]
         if not geometry["checked"]:
             row["flags"] = [*row.get("flags", []), "orientation and spacing not checked (package without geometry)"]
         return row

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "chosen automatically)")
     parser.add_argument("--accuracy-cases", type=int, default=2,
                         help="validation cases (with CT) for the backend accuracy check (default 2)")
+    parser.add_argument("--no-trust", dest="trust", action="store_false",
+                        help="no training record (out-of-distribution check, uncertainty calibration) in model.json; "
+                             "default: made from the checkpoint's training data and split when they are here")
     parser.add_argument("--force", action="store_true", help="replace an existing package at --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         parity_tolerance_hu=args.parity_tolerance_hu, parity_random=args.parity_patches,
         parity_data=args.parity_patches, seed=args.seed, threads=args.threads, force=args.force,
         progress=args.progress, fp16=args.fp16, backend_accuracy=args.backend_accuracy,
-        accuracy_cases=args.accuracy_cases,
+        accuracy_cases=args.accuracy_cases, trust=args.trust,
     )
     try:
         manifest = export_package(args.checkpoint, args.out, options)

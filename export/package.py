@@ -78,6 +78,9 @@ class ExportOptions:
     backend_accuracy: bool = True
     """Measure every other runtime backend against the fp32 sCT on validation cases (recorded in model.json)."""
     accuracy_cases: int = 2
+    trust: bool = True
+    """Record the training cases' distribution and calibrate the uncertainty (``trust``,
+    :mod:`synthct.export.trust_record`) when the training data is here."""
     force: bool = False
     progress: bool = True
 
@@ -321,7 +324,32 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
         manifest["backend_accuracy"] = json_safe(measure_backends(staging, cases, threads=options.threads))
         _write_verified(staging, manifest, source.region)
         bar.update()
+    if options.trust:
+        _add_trust(staging, manifest, source, options)
     return manifest
+
+
+def _add_trust(staging: Path, manifest: dict[str, Any], source: ExportSource, options: ExportOptions) -> None:
+    """The ``trust`` record from the checkpoint's training data and split (a warning, no record, when absent)."""
+    from synthct.export.manifest import json_safe
+    from synthct.export.trust_record import make_record
+
+    data = _default_data_dir(source, options)
+    split_value = str((source.config.get("data") or {}).get("split") or "")
+    split = next((p for p in (Path(split_value) if split_value else None, source.path.parent / "split.json")
+                  if p is not None and p.is_file()), None)
+    if data is None:
+        log.warning("no training data here: the package gets no trust record (the out-of-distribution check is "
+                    "skipped); add it later with synthct trust-record")
+        return
+    try:
+        manifest["trust"] = json_safe(make_record(load_model_package(staging), data, split, threads=options.threads))
+    except Exception as exc:  # optional: a record that cannot be made never fails the export; the warning says why
+        log.warning("trust record not made (%s: %s): the out-of-distribution check will be skipped; add it with "
+                    "synthct trust-record", type(exc).__name__, exc)
+        manifest.pop("trust", None)
+        return
+    _write_verified(staging, manifest, source.region)
 
 
 def _write_verified(staging: Path, manifest: dict[str, Any], region: str) -> None:

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("synthct.commands.baseline", "fit and score the intensity-only MR → HU baseline"),
     "train": ("synthct.train.cli", "train the 3D Pix2Pix (SwinUNETR generator) on paired MR/CT"),
     "export": ("synthct.export.cli", "export a checkpoint to a self-describing ONNX model package"),
+    "trust-record": ("synthct.export.trust_record", "add the training record (out-of-distribution check, "
+                     "uncertainty calibration) to a model package"),
     "predict": ("synthct.algorithm.cli",
                 "run the algorithm: MR (image or DICOM, mask optional) → sCT (+ DICOM CT, QA)"),
     "evaluate": ("synthct.evaluation.cli", "score synthetic CTs against CTs (SynthRAD metrics)"),

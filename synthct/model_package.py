@@ -1,10 +1,11 @@
 """The model package: ``model.onnx`` (+ optional fp16 graph, TensorRT engine) described by ``model.json``.
 
-Optional fields: ``geometry`` (the training orientation and spacing, :class:`synthct.geometry.NetworkGeometry`;
-inference brings every MR to it), ``onnx_fp16`` (the GPU's fp16 graph, hashed like ``onnx``) and
-``backend_accuracy`` (per runtime backend, its measured deviation from the fp32 sCT on validation phantoms and
-whether it held the bound; a backend without a passing record is not chosen automatically, see
-``synthct.algorithm.backends``).
+Optional fields: ``trust`` (the training record of the out-of-distribution check and the uncertainty's
+calibration, :mod:`synthct.trust`), ``geometry`` (the training orientation and spacing,
+:class:`synthct.geometry.NetworkGeometry`; inference brings every MR to it), ``onnx_fp16`` (the GPU's fp16
+graph, hashed like ``onnx``) and ``backend_accuracy`` (per runtime backend, its measured deviation from the fp32
+sCT on validation phantoms and whether it held the bound; a backend without a passing record is not chosen
+automatically, see ``synthct.algorithm.backends``).
 
 ``model.json`` says how to use the network (region, patch size, intensity conventions) and pins the files by
 sha256. :func:`load_model_package` refuses a package whose fields or hashes do not check out, so a wrong or
@@ -77,6 +78,13 @@ class ModelPackage:
         was recorded (inference then runs on the MR's grid as stored, with a warning)."""
         record = self.manifest.get("geometry")
         return NetworkGeometry.from_dict(record) if record is not None else None
+
+    @property
+    def trust(self) -> dict[str, Any] | None:
+        """The training record of the out-of-distribution check and the uncertainty calibration
+        (:mod:`synthct.trust`); None for packages exported without it (the check is then skipped, and said so)."""
+        record = self.manifest.get("trust")
+        return record if isinstance(record, dict) else None
 
     @property
     def onnx_path(self) -> Path:
@@ -173,6 +181,13 @@ def _validate(directory: Path, manifest: Any, check_hashes: bool) -> None:
     if manifest.get("geometry") is not None:
         try:
             NetworkGeometry.from_dict(manifest["geometry"])
+        except ValueError as exc:
+            raise ModelPackageError(f"{where}: {exc}") from exc
+    if manifest.get("trust") is not None:  # the training record of the out-of-distribution check (synthct.trust)
+        from synthct.trust import validate_record
+
+        try:
+            validate_record(manifest["trust"])
         except ValueError as exc:
             raise ModelPackageError(f"{where}: {exc}") from exc
     entries = [("onnx", manifest["onnx"])]
