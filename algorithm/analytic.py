@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from synthct.geometry import CANONICAL_ORIENTATION, NetworkGeometry
-from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN, denormalise_ct, finalise_sct, normalise_mr
+from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN, MrRule, denormalise_ct, finalise_sct, normalise_mr
 from synthct.model_package import file_entry, write_manifest
 
 
@@ -29,7 +29,7 @@ def build_analytic_package(
     shift: float = 0.25,
     patch_size: tuple[int, int, int] = (64, 64, 64),
     fixed_batch: int | None = None,
-    mr_rule: str = "max",
+    mr_rule: MrRule = "max",
     kernel: np.ndarray | None = None,
     spacing_zyx_mm: tuple[float, float, float] | None = None,
     geometry: bool = True,

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -32,7 +33,8 @@ from synthct.model_package import ModelPackage, ModelPackageError
 
 Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "onnxruntime-fp16", "openvino", "openvino-bf16", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "onnxruntime-fp16", "openvino", "openvino-bf16", "tensorrt")
+DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
+BACKENDS: tuple[Backend, ...] = ("auto", "onnxruntime", "onnxruntime-fp16", "openvino", "openvino-bf16", "tensorrt")
 REFERENCE_BACKEND = "onnxruntime"
 CPU_PREFERENCE = ("openvino-bf16", "openvino", "onnxruntime")
 """Fastest first, as measured by benchmarks/bench_inference.py on a quiet 2-core AMD EPYC (Zen 4), fs24 package,
@@ -59,7 +61,10 @@ class Predictor(Protocol):
 
     description: str
     selection: str
-    max_batch: int | None
+
+    @property
+    def max_batch(self) -> int | None:
+        """Most patches per call (None: any)."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -73,7 +78,8 @@ def read_verified(path: Path, sha256: str) -> bytes:
     return data
 
 
-def _run_in_chunks(batch: np.ndarray, max_batch: int | None, fixed: bool, run: Any) -> np.ndarray:
+def _run_in_chunks(batch: np.ndarray, max_batch: int | None, fixed: bool,
+                   run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Apply ``run`` on slices of at most ``max_batch`` items (padded to exactly ``max_batch`` when ``fixed``)."""
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     if batch.ndim != 5 or batch.shape[1] != 1:
@@ -335,7 +341,7 @@ def _import_cudart() -> Any:
         from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
+            from cuda import cudart  # older cuda-python
         except ImportError as exc:
             raise BackendUnavailable(
                 "the TensorRT backend needs `cuda-python` (pip install cuda-python) for GPU memory"

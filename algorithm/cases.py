@@ -21,38 +21,23 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from synthct.io import IMAGE_SUFFIXES, is_image_path, strip_image_suffix
-from synthct.model_package import MANIFEST_NAME, REGIONS, ModelPackageError
+from synthct.model_package import MANIFEST_NAME, ModelPackageError
+from synthct.regions import (
+    RegionError,
+    canonical_region,
+    region_from_case_id,
+    region_or_none,
+)
 
 if TYPE_CHECKING:
     from synthct.dicom.study import DicomStudy
 
 log = logging.getLogger(__name__)
-
-_REGION_ALIASES = {
-    "brain": "brain",
-    "pelvis": "pelvis",
-    "head and neck": "hn",
-    "headandneck": "hn",
-    "head neck": "hn",
-    "hn": "hn",
-    "thorax": "th",
-    "th": "th",
-    "abdomen": "ab",
-    "ab": "ab",
-}
-_CASE_ID_REGION = re.compile(r"^[12](HN|TH|AB|B|P)[A-Z]?\d", re.IGNORECASE)
-_PREFIX_REGION = {"B": "brain", "P": "pelvis", "HN": "hn", "TH": "th", "AB": "ab"}
-
-
-class RegionError(ValueError):
-    """The region is unreadable, unknown, or cannot be decided; the message says how to fix it."""
-
 
 @dataclass(frozen=True)
 class CaseFiles:
@@ -74,15 +59,6 @@ class CaseFiles:
     study: DicomStudy | None = None
 
 
-def canonical_region(name: str) -> str:
-    """``"Head and Neck"`` → ``"hn"``, ``"Brain"`` → ``"brain"``, …; raises :class:`RegionError` if unknown."""
-    key = re.sub(r"[\s_\-]+", " ", name.strip().lower().replace("&", " and ")).strip()
-    region = _REGION_ALIASES.get(key) or _REGION_ALIASES.get(key.replace(" ", ""))
-    if region is None:
-        raise RegionError(f"unknown region {name!r} (expected Brain, Pelvis, Head and Neck, Thorax or Abdomen)")
-    return region
-
-
 def read_region_file(path: Path) -> str | None:
     """Canonical region named by ``path`` (a bare JSON string), or ``None`` if the file does not exist."""
     if not path.exists():
@@ -97,12 +73,6 @@ def read_region_file(path: Path) -> str | None:
         return canonical_region(value)
     except RegionError as exc:
         raise RegionError(f"{path}: {exc}") from exc
-
-
-def region_from_case_id(case_id: str) -> str | None:
-    """Region implied by a SynthRAD case id (``1BA001`` → brain, ``1PA001`` → pelvis, ``1HNA001`` → hn), or None."""
-    match = _CASE_ID_REGION.match(case_id)
-    return _PREFIX_REGION[match.group(1).upper()] if match else None
 
 
 _REGION_HINT = {"region.json": '/input/region.json (e.g. "Brain")', "--region": "--region (e.g. --region brain)"}
@@ -153,7 +123,7 @@ def find_model_packages(models_dir: Path, problems: list[str] | None = None) -> 
     for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file()):
         name = folder.name.lower()
         try:
-            region = name if name in REGIONS else _peek_region(folder / MANIFEST_NAME)
+            region = region_or_none(name) or _peek_region(folder / MANIFEST_NAME)
         except ModelPackageError as exc:
             log.error("%s; package ignored", exc)
             if problems is not None:
@@ -167,7 +137,8 @@ def find_model_packages(models_dir: Path, problems: list[str] | None = None) -> 
 
 
 def _peek_region(manifest_path: Path) -> str:
-    """The ``region`` of a manifest; :class:`ModelPackageError` naming the file if it is not JSON or has none."""
+    """The canonical ``region`` of a manifest; :class:`ModelPackageError` naming the file if it is not JSON or names
+    no known region."""
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -179,7 +150,10 @@ def _peek_region(manifest_path: Path) -> str:
         found = "not a JSON object" if not isinstance(manifest, dict) else f"region = {region!r}"
         raise ModelPackageError(f"{manifest_path}: model manifest names no region ({found}; expected e.g. "
                                 f"\"region\": \"brain\")")
-    return region
+    try:
+        return canonical_region(region)
+    except RegionError as exc:
+        raise ModelPackageError(f"{manifest_path}: {exc}") from exc
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -15,7 +15,9 @@ with ``--dicom-out``, ``OUT/dicom/<case id>/`` (CT Image Storage series; from a 
 transverse grid unless ``--ct-grid mr``, see :mod:`synthct.dicom.transverse`). Exit status 1 if any case failed, 2
 when nothing could run. ``OUT`` is checked (a writable folder), locked against a concurrent run and cleaned of the
 temporaries of a killed one before any inference (:mod:`synthct.outputs`); ``results.json`` and the QA page are
-merged per case with an earlier run's into the same ``OUT``.
+merged per case with an earlier run's into the same ``OUT``. ``--tta N`` makes the sCT the mean of N mirrored
+predictions and ``--overlap`` replaces the package's window overlap (both recorded under ``inference`` in
+results.json).
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"augmentations; MODE {', '.join(UNCERTAINTY_MODES)} (default when given: "
                              f"{DEFAULT_UNCERTAINTY_MODE}, {passes} passes of the network instead of 1); off by "
                              "default")
+    from synthct.trust import TTA_MAX
+
+    parser.add_argument("--tta", type=int, default=1, metavar="N",
+                        help="mirroring test-time augmentation: the sCT is the mean of N predictions, the MR "
+                             f"mirrored along N − 1 axis combinations (1: none, the default; up to {TTA_MAX}: all; "
+                             "2: left–right); N times the network's work. Recorded in results.json")
+    parser.add_argument("--overlap", type=float, default=None, metavar="F",
+                        help="overlap of neighbouring windows, 0 ≤ F < 1 (default: the model package's own, "
+                             "model.json 'overlap'); recorded in results.json when given")
     parser.add_argument("--refuse-ood", action="store_true",
                         default=os.environ.get("SYNTHCT_REFUSE_OOD", "").strip().lower() in ("1", "true", "yes"),
                         help="a case the out-of-distribution check flags fails (a per-case error) instead of being "
@@ -95,9 +106,17 @@ def run(args: argparse.Namespace) -> int:
 
     from synthct.body_mask import DEFAULT_THRESHOLD_FRACTION
     from synthct.io import IMAGE_SUFFIXES
+    from synthct.trust import TTA_MAX
 
     if args.batch_size < 1:
         log.error("--batch-size must be at least 1")
+        return 2
+    if not 1 <= args.tta <= TTA_MAX:
+        log.error("--tta must be between 1 (no test-time augmentation) and %d (every mirroring), got %d", TTA_MAX,
+                  args.tta)
+        return 2
+    if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
+        log.error("--overlap must be in [0, 1), got %g", args.overlap)
         return 2
     if args.ct_slice_mm is not None and not 0.0 < args.ct_slice_mm < float("inf"):
         log.error("--ct-slice-mm must be a positive number of mm, got %g", args.ct_slice_mm)
@@ -159,7 +178,7 @@ def _predict_cases(args: argparse.Namespace, cases: list, region: str | None, th
                          qa_dir=None if args.no_qa else args.out / "qa", threshold_fraction=threshold,
                          ct_grid=args.ct_grid, ct_slice_mm=args.ct_slice_mm, region_source="--region",
                          uncertainty=uncertainty, uncertainty_dir=args.out / "uncertainty" if uncertainty else None,
-                         refuse_ood=args.refuse_ood)
+                         refuse_ood=args.refuse_ood, tta=args.tta, overlap=args.overlap)
     entries, failed = run_cases(cases, registry, args.out, region, None, args.batch_size, not args.no_progress,
                                 extra, args.resample)
     entries = [{"case_id": case.case_id, **entry} for case, entry in zip(cases, entries, strict=True)]

@@ -36,9 +36,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from synthct.algorithm.backends import BACKENDS
+from synthct.algorithm.backends import BACKENDS, DEVICES
 from synthct.algorithm.cases import RegionError, find_model_packages, list_images, pair_cases, read_region_file
 from synthct.algorithm.model_archive import describe_contents, visible_entries
 from synthct.algorithm.runner import ExtraOutputs, ModelRegistry, run_cases, write_results
@@ -49,6 +49,7 @@ from synthct.model_package import ModelPackageError
 from synthct.outputs import OutputError, output_session, report_unexpected
 
 log = logging.getLogger("algorithm")
+_Choice = TypeVar("_Choice", bound=str)
 
 EXIT_OK, EXIT_CASE_FAILED, EXIT_FATAL = 0, 1, 2
 ALGORITHM_MODEL_DIR = "/opt/ml/model"
@@ -125,11 +126,11 @@ def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | No
     return number
 
 
-def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+def _env_choice(env: Mapping[str, str], name: str, choices: tuple[_Choice, ...]) -> _Choice:
     value = env.get(name, "").strip().lower() or choices[0]
     if value not in choices:
         raise ValueError(f"{name}={value!r}: expected one of {choices}")
-    return value
+    return choices[choices.index(value)]
 
 
 def run_container(env: Mapping[str, str] | None = None) -> int:
@@ -181,7 +182,7 @@ def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
     images_out = output_dir / "images" / "synthetic-ct"
     try:
         backend = _env_choice(env, "SYNTHCT_BACKEND", BACKENDS)
-        device = _env_choice(env, "SYNTHCT_DEVICE", ("auto", "cpu", "cuda"))
+        device = _env_choice(env, "SYNTHCT_DEVICE", DEVICES)
         batch_size = _env_int(env, "SYNTHCT_BATCH_SIZE", 4) or 4
         threads = _env_int(env, "SYNTHCT_THREADS", None)
         resample = _env_choice(env, "SYNTHCT_RESAMPLE", RESAMPLE_MODES)
@@ -223,11 +224,11 @@ def _run_locked(env: Mapping[str, str], output_dir: Path) -> int:
         write_results(results_path, entries)
         return EXIT_CASE_FAILED
 
-    registry = ModelRegistry(source.packages, backend, device, threads, source.problems)  # type: ignore[arg-type]
+    registry = ModelRegistry(source.packages, backend, device, threads, source.problems)
     extra = ExtraOutputs(uncertainty=uncertainty, refuse_ood=refuse_ood,
                          uncertainty_dir=output_dir / "images" / "synthetic-ct-uncertainty" if uncertainty else None)
     entries, failed = run_cases(cases, registry, images_out, declared, extra_inputs, batch_size, progress,
-                                extra, resample)  # type: ignore[arg-type]  # checked by _env_choice
+                                extra, resample)
     for entry in entries:
         entry["model_source"] = source.record()
     write_results(results_path, entries)

@@ -132,8 +132,14 @@ def predict_case(
     slice_thickness_mm: float | None = None,
     name: str = "MR",
     trust: TrustRequest | None = None,
+    tta: int = 1,
+    overlap: float | None = None,
 ) -> tuple[sitk.Image, dict[str, Any]]:
     """Synthetic CT for one MR, and the record of the geometry the network saw.
+
+    ``tta`` (1…8): the sCT is the mean of the plain prediction and ``tta − 1`` mirrored ones
+    (:func:`synthct.trust.mirror_members`; 1: the plain prediction alone). ``overlap``: the window engine's overlap
+    (None: the package's ``overlap``).
 
     With ``trust``, the case is also scored against the package's training record (before inference; a flagged
     case raises :class:`OutOfDistributionError` when ``trust.refuse_ood``) and, with ``trust.uncertainty``, the
@@ -160,7 +166,7 @@ def predict_case(
     manifest = package.manifest
     engine: dict[str, Any] = {
         "patch_size": package.patch_size,
-        "overlap": package.overlap,
+        "overlap": package.overlap if overlap is None else float(overlap),
         "batch_size": batch_size,
         "mode": manifest.get("blend", "gaussian"),
         "sigma_scale": float(manifest.get("sigma_scale", 0.125)),
@@ -170,11 +176,12 @@ def predict_case(
     }
     sct_normalised = sliding_window_predict(normalised, predictor, mask=mask, **engine)
     spread = None
-    if trust is not None and trust.uncertainty:
-        from synthct.trust import UNCERTAINTY_MODES, tta_spread_hu
+    uncertainty = trust.uncertainty if trust is not None else None
+    if tta > 1 or uncertainty:  # one pass over the mirrored/shifted members serves both (synthct.trust)
+        from synthct.trust import UNCERTAINTY_MODES, mirror_members, tta_predict
 
-        spread = tta_spread_hu(normalised, mask, sct_normalised, predictor, UNCERTAINTY_MODES[trust.uncertainty],
-                               **engine)
+        sct_normalised, spread = tta_predict(normalised, mask, sct_normalised, predictor, mirror_members(tta),
+                                             UNCERTAINTY_MODES[uncertainty] if uncertainty else (), **engine)
     del normalised, mask
     hu = to_mr_grid(denormalise_ct(sct_normalised), grid, mr_image, float(BACKGROUND_HU))
     record = grid.record

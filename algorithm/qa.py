@@ -107,8 +107,10 @@ def body_centre(mask: np.ndarray) -> tuple[int, int, int]:
     """Voxel index (z, y, x) of the mask's centre of mass (the volume centre for an empty mask)."""
     body = np.asarray(mask) > 0
     if not body.any():
-        return tuple(n // 2 for n in body.shape)  # type: ignore[return-value]
-    return tuple(round(c) for c in ndimage.center_of_mass(body))  # type: ignore[return-value]
+        nz, ny, nx = body.shape
+        return (nz // 2, ny // 2, nx // 2)
+    cz, cy, cx = ndimage.center_of_mass(body)
+    return (round(cz), round(cy), round(cx))
 
 
 def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask: np.ndarray,
@@ -122,9 +124,10 @@ def draw_case(path: Path, case_id: str, mr: np.ndarray, sct_hu: np.ndarray, mask
 
     z, y, x = body_centre(mask)
     sz, sy, sx = spacing_zyx_mm
-    planes = [(f"axial k={z}", np.s_[z, :, :], sy / sx, "upper"),
-              (f"coronal j={y}", np.s_[:, y, :], sz / sx, "lower"),
-              (f"sagittal i={x}", np.s_[:, :, x], sz / sy, "lower")]
+    planes: list[tuple[str, tuple[int | slice, int | slice, int | slice], float, str]] = [
+        (f"axial k={z}", np.s_[z, :, :], sy / sx, "upper"),
+        (f"coronal j={y}", np.s_[:, y, :], sz / sx, "lower"),
+        (f"sagittal i={x}", np.s_[:, :, x], sz / sy, "lower")]
     body = np.asarray(mask) > 0
     mr_max = float(np.percentile(mr[body], 99.5)) if body.any() else float(np.max(mr)) or 1.0
     rows = 2 if uncertainty_hu is None else 3

@@ -98,6 +98,11 @@ class ExtraOutputs:
     """``<case id>.mha`` uncertainty maps (float32 HU, MR geometry, 0 outside the body); needs ``uncertainty``."""
     refuse_ood: bool = False
     """A case flagged by the out-of-distribution check fails (a per-case error) instead of running."""
+    tta: int = 1
+    """Mirroring test-time augmentation: the sCT is the mean of this many mirrored predictions (1: none, up to 8;
+    :func:`synthct.trust.mirror_members`)."""
+    overlap: float | None = None
+    """The window engine's overlap; None: the package's (``model.json`` ``overlap``)."""
 
 
 @dataclass
@@ -182,14 +187,17 @@ def run_cases(
                          extra.threshold_fraction, int(np.count_nonzero(sitk.GetArrayViewFromImage(mask_image))),
                          f" written to {mask_path}" if mask_path else "")
             check_inputs(mr.image, mask_image, str(case.mr), str(case.mask or "automatic body mask"))
+            inference_started = time.perf_counter()
             try:
                 sct, geometry = predict_case(mr.image, mask_image, package, predictor, batch_size, progress, resample,
-                                             mr.slice_thickness_mm, str(case.mr), trust)
+                                             mr.slice_thickness_mm, str(case.mr), trust, extra.tta, extra.overlap)
             finally:
                 if trust.ood_result is not None:  # results.json only when checked: the log says why not
                     if trust.ood_result.get("checked"):
                         entry["out_of_distribution"] = trust.ood_result
                     _log_ood(trust.ood_result, warnings, f"[{index}/{len(cases)}] {case.case_id}")
+            if extra.tta > 1 or extra.overlap is not None:  # recorded when chosen: the default entry is unchanged
+                entry["inference"] = inference_record(package, extra, time.perf_counter() - inference_started)
             entry["geometry"] = geometry
             if not geometry["checked"]:
                 warnings.append(geometry["summary"])
@@ -251,6 +259,18 @@ def run_cases(
     return entries, failed
 
 
+def inference_record(package: ModelPackage, extra: ExtraOutputs, seconds: float) -> dict[str, Any]:
+    """results.json's ``inference``: the window overlap used and where it came from, the test-time mirrorings
+    (count and axes) and the seconds the case's prediction took (geometry, normalisation, every network pass:
+    test-time and uncertainty members included)."""
+    from synthct.trust import mirror_members
+
+    return {"overlap": package.overlap if extra.overlap is None else extra.overlap,
+            "overlap_from": "package" if extra.overlap is None else "option",
+            "tta": extra.tta, "tta_members": [m.label() for m in mirror_members(extra.tta)],
+            "seconds": round(seconds, 2)}
+
+
 def results_key(entry: dict[str, Any]) -> str | None:
     """The case a results.json entry belongs to: its ``case_id`` (``synthct predict``), else its MR file's name
     without the image suffix (the container: the sCT is named like the MR)."""
@@ -309,8 +329,8 @@ def _uncertainty_entry(trust: TrustRequest, package: ModelPackage, mask_image: s
     from synthct.trust import DEFAULT_LEVELS_HU, UNCERTAINTY_MODES, uncertainty_summary
 
     assert trust.uncertainty_image is not None and trust.uncertainty is not None
-    calibration = (package.trust or {}).get("uncertainty")
-    calibrated = calibration is not None and calibration.get("mode") == trust.uncertainty
+    calibration: dict[str, Any] = (package.trust or {}).get("uncertainty") or {}
+    calibrated = calibration.get("mode") == trust.uncertainty
     spread = sitk.GetArrayViewFromImage(trust.uncertainty_image)
     body = sitk.GetArrayViewFromImage(mask_image) > 0
     summary = uncertainty_summary(spread, body, DEFAULT_LEVELS_HU,

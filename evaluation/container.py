@@ -34,7 +34,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthct.evaluation.cases import EvaluationError, GroundTruthCase, Job, find_ground_truth, resolve_case_id
 from synthct.evaluation.scoring import build_payload, evaluate_jobs, failed_count, write_metrics
@@ -42,6 +42,9 @@ from synthct.evaluation.scoring import build_payload, evaluate_jobs, failed_coun
 from synthct.io import IMAGE_SUFFIXES
 from synthct.metrics import VARIANTS, Variant
 from synthct.outputs import OutputError, output_session, report_unexpected
+
+if TYPE_CHECKING:
+    from synthct.evaluation.local import DoseRequest
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +174,7 @@ def locate_ground_truth(env: Mapping[str, str]) -> tuple[Path, str]:
     return Path(env.get("SYNTHCT_GROUND_TRUTH") or DEFAULT_GROUND_TRUTH), "image"
 
 
-def dose_request_from_env() -> Any:
+def dose_request_from_env() -> DoseRequest | None:
     """The ``DoseRequest`` of ``SYNTHCT_DOSE`` (None when unset or empty). Raises ``ValueError`` with the reason."""
     choice = os.environ.get("SYNTHCT_DOSE", "").strip().lower()
     if not choice or choice in ("none", "off", "0"):
@@ -203,7 +206,7 @@ def main() -> int:
     if variant_name not in VARIANTS:
         log.error("SYNTHCT_METRICS_VARIANT=%r: expected one of %s", variant_name, ", ".join(VARIANTS))
         return 2
-    variant: Variant = variant_name  # type: ignore[assignment]
+    variant = VARIANTS[VARIANTS.index(variant_name)]
     try:
         dose = dose_request_from_env()
     except (ValueError, RuntimeError) as exc:
@@ -222,7 +225,7 @@ def main() -> int:
         return 2
 
 
-def _evaluate(input_dir: Path, ground_truth_dir: Path, metrics_path: Path, variant: Variant, dose: Any,
+def _evaluate(input_dir: Path, ground_truth_dir: Path, metrics_path: Path, variant: Variant, dose: DoseRequest | None,
               ground_truth_record: dict[str, str]) -> int:
     try:
         job_list = read_job_list(input_dir / "predictions.json")

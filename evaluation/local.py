@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,6 +17,9 @@ from synthct.evaluation.scoring import LoadedCase, PictureMaker, evaluate_jobs, 
 from synthct.io import ImageError, read_image
 from synthct.metrics import Variant
 
+if TYPE_CHECKING:  # the dose extra is imported only when asked for
+    from synthct.evaluation.dose.config import DoseConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +29,7 @@ class DoseRequest:
     the user's structure folder (None: virtual targets)."""
 
     modalities: tuple[str, ...]
-    config: Any
+    config: DoseConfig
     structures_dir: Path | None = None
 
     def evaluator_arguments(self, pictures_dir: Path | None) -> dict[str, Any]:

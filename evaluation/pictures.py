@@ -24,11 +24,17 @@ def mask_centre(mask: np.ndarray) -> tuple[int, int, int]:
     """Voxel (z, y, x) at the mask's centre of mass (the volume centre for an empty mask)."""
     indices = np.nonzero(mask)
     if indices[0].size == 0:
-        return tuple(int(n // 2) for n in mask.shape)  # type: ignore[return-value]
-    return tuple(round(float(np.mean(i))) for i in indices)  # type: ignore[return-value]
+        nz, ny, nx = mask.shape
+        return (int(nz // 2), int(ny // 2), int(nx // 2))
+    iz, iy, ix = indices
+    return (round(float(np.mean(iz))), round(float(np.mean(iy))), round(float(np.mean(ix))))
 
 
-def _slices(volume: np.ndarray, centre: tuple[int, int, int], spacing_mm: tuple[float, ...]) -> list[Any]:
+Plane = tuple[np.ndarray, float, str]
+"""(2-D slice, pixel aspect = row spacing / column spacing, imshow origin) of one view."""
+
+
+def _slices(volume: np.ndarray, centre: tuple[int, int, int], spacing_mm: tuple[float, ...]) -> list[Plane]:
     """(2-D slice, pixel aspect = row spacing / column spacing, origin) for each view."""
     z, y, x = centre
     sz, sy, sx = spacing_mm
@@ -65,7 +71,7 @@ def case_figure(
         error = np.abs(sct_plane.astype(np.float32) - ct_plane.astype(np.float32))
         error[mask_plane == 0] = np.nan
         error_planes.append((error, aspect, origin))
-    columns: list[tuple[str, list[Any], str, tuple[float, float], str]] = []
+    columns: list[tuple[str, list[Plane], str, tuple[float, float], str]] = []
     if mr is not None:
         columns.append(("MR", _slices(mr, centre, spacing_mm), "gray", _mr_window(mr, mask), "MR intensity"))
     columns += [
@@ -95,6 +101,7 @@ def case_figure(
             if col == 0:
                 ax.set_ylabel(VIEWS[row])
             ax.set_facecolor("black")
+        assert image is not None  # every column has its three views
         bar = figure.colorbar(
             image,
             ax=list(axes[:, col]),

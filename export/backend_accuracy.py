@@ -20,15 +20,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from synthct.export.errors import ExportError
 
+if TYPE_CHECKING:  # imported where used at run time
+    import SimpleITK as sitk
+    from synthct.algorithm.backends import Backend, Predictor
+
+    from synthct.model_package import ModelPackage
+
 log = logging.getLogger("synthct.export")
 
 BOUND = {"mae_change_hu": 1.0, "mean_abs_hu_in_mask": 3.0}
-CANDIDATES = ("openvino", "openvino-bf16", "onnxruntime-fp16")
+CANDIDATES: tuple[Backend, ...] = ("openvino", "openvino-bf16", "onnxruntime-fp16")
 
 
 @dataclass
@@ -36,8 +42,8 @@ class AccuracyCase:
     """One validation case: MR and mask images, CT (z, y, x) float32 HU."""
 
     name: str
-    mr: Any
-    mask: Any
+    mr: sitk.Image
+    mask: sitk.Image
     ct_hu: np.ndarray
 
 
@@ -72,9 +78,9 @@ def accuracy_cases(region: str, count: int, data_dir: Path | None = None, config
         picked = []
         for case in cases[:count]:
             assert case.ct is not None
-            ct = sitk.GetArrayFromImage(read_image(case.ct)).astype(np.float32)
+            ct_hu = sitk.GetArrayFromImage(read_image(case.ct)).astype(np.float32)
             picked.append(AccuracyCase(f"{case.case_id}{' (validation)' if case.case_id in preferred else ''}",
-                                       read_image(case.mr), read_image(case.mask), ct))
+                                       read_image(case.mr), read_image(case.mask), ct_hu))
         return picked
     from synthct.phantom import REGIONS as PHANTOM_REGIONS
     from synthct.phantom import generate_case
@@ -88,7 +94,7 @@ def accuracy_cases(region: str, count: int, data_dir: Path | None = None, config
     return picked
 
 
-def sct_hu(case: AccuracyCase, package: Any, predictor: Any) -> np.ndarray:
+def sct_hu(case: AccuracyCase, package: ModelPackage, predictor: Predictor) -> np.ndarray:
     """The algorithm's int16 sCT of ``case`` as float32 (z, y, x)."""
     import SimpleITK as sitk
     from synthct.algorithm.inference import predict_sct
@@ -118,7 +124,7 @@ def judge(per_case: Sequence[dict[str, float]], bound: dict[str, float] | None =
     return {"passed": not failures, **({"failure": "; ".join(failures)} if failures else {}), "worst": worst}
 
 
-def measure_backends(package_dir: Path, cases: Sequence[AccuracyCase], backends: Sequence[str] = CANDIDATES,
+def measure_backends(package_dir: Path, cases: Sequence[AccuracyCase], backends: Sequence[Backend] = CANDIDATES,
                      threads: int | None = None) -> dict[str, Any]:
     """The manifest's ``backend_accuracy`` section for the package in ``package_dir`` (already verified)."""
     import SimpleITK as sitk
@@ -142,12 +148,13 @@ def measure_backends(package_dir: Path, cases: Sequence[AccuracyCase], backends:
             log.info("backend accuracy: %s not measured (%s)", name, exc)
             continue
         started = time.perf_counter()
-        per_case = []
+        per_case: list[dict[str, str | float]] = []
+        deviations = []
         for case, expected in zip(cases, references, strict=True):
             mask = sitk.GetArrayFromImage(case.mask)
-            per_case.append({"case": case.name, **deviation(expected, sct_hu(case, package, predictor), case.ct_hu,
-                                                              mask)})
-        verdict = judge(per_case)
+            deviations.append(deviation(expected, sct_hu(case, package, predictor), case.ct_hu, mask))
+            per_case.append({"case": case.name, **deviations[-1]})
+        verdict = judge(deviations)
         results[name] = {**verdict, "description": predictor.description, "cases": per_case,
                          "seconds": round(time.perf_counter() - started, 2)}
         log.info("backend accuracy: %s %s (worst mean |Δ| %.3f HU, MAE change %.3f HU)", name,

@@ -17,9 +17,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthct.export.errors import ExportError
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger("synthct.export")
 
@@ -57,7 +60,7 @@ def convert_to_fp16(source: Path, target: Path, keep_fp32: tuple[str, ...] = FP3
     return facts
 
 
-def _value_types(model: Any) -> dict[str, int]:
+def _value_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every typed value of the graph (inputs, outputs, value_info, initializers)."""
     graph = model.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}

@@ -8,6 +8,10 @@ masks come out as a small constant subgraph instead of thousands of shape ops) a
 folding (0.23 vs 0.34 s). Its cost: ≈ 30 s to export instead of ≈ 6 s, and it writes opset ≥ 18 (its down-converter
 has no Pad adapter to 17). ``legacy`` (TorchScript tracing) stays available for opset 17.
 
+The residual-encoder U-Net (``model.architecture: resenc_unet``) goes through the same path: its convolutions,
+instance norms (swapped like SwinUNETR's, :mod:`synthct.export.accurate_norm`) and trilinear up-sampling (ONNX
+``Resize``) export at any patch the config takes (checked at 64³, 64 × 96 × 64 and 128³ with the dynamo exporter).
+
 The spatial size is fixed, so SwinUNETR's window padding and shift masks are constants of the graph; the batch axis
 stays symbolic. Weights go to an external ``<file>.data`` only when they exceed ``EXTERNAL_DATA_BYTES`` (protobuf's
 2 GiB limit); the package manifest then hashes both files. The usage conventions are also written into the ONNX
@@ -132,7 +136,8 @@ def export_onnx(
 
             buffer = io.BytesIO()
             torch.onnx.export(
-                generator, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                generator, (example,), buffer,  # type: ignore[arg-type]  # torch's stub: f also takes a BytesIO
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 opset_version=opset, dynamo=False,
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )

@@ -169,6 +169,7 @@ def _patch_from(model: Path) -> list[int]:
 def choose(plain: Measurement, candidates: Sequence[Candidate]) -> Candidate | None:
     """Mark each candidate kept or not (with the reason) and return the best kept one (fastest), or None."""
     best: Candidate | None = None
+    best_s: float | None = None  # the best candidate's seconds per patch
     for candidate in candidates:
         measured = candidate.measurement
         if candidate.parity is None or not candidate.parity["passed"]:
@@ -183,8 +184,8 @@ def choose(plain: Measurement, candidates: Sequence[Candidate]) -> Candidate | N
         candidate.reason = (f"{measured.size_bytes / 1e6:.1f} MB vs {plain.size_bytes / 1e6:.1f} MB, "
                             f"{measured.patch_s:.3f} s vs {plain.patch_s:.3f} s per patch: "
                             + ("kept" if candidate.kept else f"neither smaller nor ≥ {MIN_SPEEDUP:.0%} faster"))
-        if candidate.kept and (best is None or measured.patch_s < best.measurement.patch_s):  # type: ignore[union-attr]
-            best = candidate
+        if candidate.kept and (best_s is None or measured.patch_s < best_s):
+            best, best_s = candidate, measured.patch_s
     return best
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint → model package folder, all or nothing.
+"""Checkpoint → model package folder, all or nothing; ``model.json`` records the generator (``generator``: its
+architecture and the settings that shape it) beside the training config.
 
 Everything is written into a temporary folder beside ``out``; the folder is verified with
 :func:`synthct.model_package.load_model_package` and renamed into place only when the ONNX export, the parity
@@ -242,7 +243,10 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
     if options.axis_wise_instance_norm:
         to_export = copy.deepcopy(generator)
         swapped = swap_instance_norms(to_export)
-    metadata = {**usage(source), "checkpoint_sha256": source.sha256}
+    from synthct.train.models import architecture_settings
+
+    generator_record = architecture_settings(source.model_config)
+    metadata = {**usage(source), "generator": generator_record, "checkpoint_sha256": source.sha256}
     files = export_onnx(to_export, staging / MODEL_NAME, source.patch_size, options.opset, options.exporter,
                         options.external_data, metadata)
     del to_export
@@ -311,6 +315,7 @@ def _export_into(staging: Path, source: ExportSource, options: ExportOptions, tr
              "instance_norm": f"axis-wise means ({swapped} layers)" if swapped else "onnx InstanceNormalization",
              "parity_patches": {"random": len(inputs.random), "data": len(inputs.data)}}
     manifest = build_manifest(source, onnx_entry, parity_section, optimisation, facts, tensorrt_entry)
+    manifest["generator"] = json_safe(generator_record)  # the architecture and the settings that shape it
     if fp16_entry is not None:
         manifest["onnx_fp16"] = json_safe(fp16_entry)
     _write_verified(staging, manifest, source.region)

@@ -14,12 +14,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from synthct.export.errors import ExportError
 
-from synthct.intensity import HU_MAX, HU_MIN, normalise_mr
+from synthct.intensity import HU_MAX, HU_MIN, MrRule, normalise_mr
+
+if TYPE_CHECKING:  # torch only where the export runs
+    import torch
 
 log = logging.getLogger("synthct.export")
 
@@ -110,7 +113,7 @@ def _phantom_volume(region: str, seed: int) -> tuple[str, np.ndarray, np.ndarray
             sitk.GetArrayFromImage(mask).astype(np.uint8))
 
 
-def data_patches(patch_size: Sequence[int], count: int, region: str, mr_rule: str, mr_percentile: float,
+def data_patches(patch_size: Sequence[int], count: int, region: str, mr_rule: MrRule, mr_percentile: float,
                  rng: np.random.Generator, data_dir: str | os.PathLike[str] | None = None,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """``count`` normalised MR patches with their masks from ``data_dir`` (a dataset folder), else a phantom,
@@ -129,7 +132,7 @@ def data_patches(patch_size: Sequence[int], count: int, region: str, mr_rule: st
     for index in range(count):
         name, mr, mask = volumes[index % len(volumes)]
         try:
-            normalised = normalise_mr(mr, mask, mr_rule, mr_percentile)  # type: ignore[arg-type]
+            normalised = normalise_mr(mr, mask, mr_rule, mr_percentile)
         except ValueError as exc:
             raise ExportError(f"parity case {name}: {exc}") from exc
         patch, patch_mask = crop_patches(normalised, mask, patch_size, 1, rng)
@@ -138,7 +141,7 @@ def data_patches(patch_size: Sequence[int], count: int, region: str, mr_rule: st
     return np.concatenate(patches), np.concatenate(masks), source
 
 
-def make_inputs(patch_size: Sequence[int], region: str, mr_rule: str, mr_percentile: float, n_random: int = 2,
+def make_inputs(patch_size: Sequence[int], region: str, mr_rule: MrRule, mr_percentile: float, n_random: int = 2,
                 n_data: int = 2, data_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> ParityInputs:
     """The parity patches (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
@@ -147,7 +150,7 @@ def make_inputs(patch_size: Sequence[int], region: str, mr_rule: str, mr_percent
     return ParityInputs(random, data, masks, source)
 
 
-def torch_predictor(generator: Any, chunk: int = 2) -> Predict:
+def torch_predictor(generator: torch.nn.Module, chunk: int = 2) -> Predict:
     """PyTorch eager fp32 on the CPU as a numpy predictor (batches run ``chunk`` patches at a time)."""
     import torch
 

@@ -2,8 +2,9 @@
 
 The checkpoint is read with ``torch.load(weights_only=True)`` (:func:`synthct.train.checkpoint.load_checkpoint`):
 loading
-never executes code from the file. Only the config keys the package needs are checked here (region, model, patch
-size, MR normalisation, overlap/blend), each with a message naming the checkpoint and the key.
+never executes code from the file. Only the config keys the package needs are checked here (region, model and its
+architecture, patch size, MR normalisation, overlap/blend), each with a message naming the checkpoint and the key;
+weights of one generator architecture under a config naming the other are refused with both names.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from synthct.export.errors import ExportError
 
 from synthct.geometry import NetworkGeometry
+from synthct.intensity import MR_RULES, MrRule
 from synthct.model_package import REGIONS, sha256_of
 
 
@@ -31,8 +33,10 @@ class ExportSource:
     config: dict[str, Any]
     region: str
     model_config: dict[str, Any]
+    architecture: str
+    """``model.architecture``: swinunetr or resenc_unet (:data:`synthct.train.models.ARCHITECTURES`)."""
     patch_size: tuple[int, int, int]
-    mr_rule: str
+    mr_rule: MrRule
     mr_percentile: float
     overlap: float
     blend: str
@@ -74,11 +78,18 @@ def settings_from_config(config: Any, where: str) -> dict[str, Any]:
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0 for v in patch)):
         raise ExportError(f"{where}: config data.patch_size must be 3 positive multiples of 32, got {patch!r}")
     mr = data.get("mr_normalisation", {})
-    if not isinstance(mr, Mapping) or mr.get("rule", "max") not in ("max", "percentile"):
-        raise ExportError(f"{where}: config data.mr_normalisation.rule must be 'max' or 'percentile', got {mr!r}")
+    if not isinstance(mr, Mapping) or mr.get("rule", "max") not in MR_RULES:
+        raise ExportError(f"{where}: config data.mr_normalisation.rule must be one of {', '.join(MR_RULES)}, "
+                          f"got {mr!r}")
     percentile = _number(mr.get("percentile", 99.5), "data.mr_normalisation.percentile", where)
     if not 0.0 < percentile <= 100.0:
         raise ExportError(f"{where}: config data.mr_normalisation.percentile must be in (0, 100], got {percentile}")
+    from synthct.train.models import ArchitectureError, architecture_of
+
+    try:
+        architecture = architecture_of(model)
+    except ArchitectureError as exc:
+        raise ExportError(f"{where}: {exc}") from exc
     overlap = _number(validation.get("overlap", 0.5), "validation.overlap", where)
     if not 0.0 <= overlap < 1.0:
         raise ExportError(f"{where}: config validation.overlap must be in [0, 1), got {overlap}")
@@ -89,8 +100,10 @@ def settings_from_config(config: Any, where: str) -> dict[str, Any]:
     if sigma_scale <= 0:
         raise ExportError(f"{where}: config validation.sigma_scale must be > 0, got {sigma_scale}")
     return {
-        "region": str(region), "model_config": dict(model), "patch_size": tuple(int(v) for v in patch),
-        "mr_rule": str(mr.get("rule", "max")), "mr_percentile": percentile, "overlap": overlap,
+        "region": str(region), "model_config": dict(model), "architecture": architecture,
+        "patch_size": tuple(int(v) for v in patch),
+        "mr_rule": cast(MrRule, mr.get("rule", "max")),  # checked against MR_RULES above
+        "mr_percentile": percentile, "overlap": overlap,
         "blend": str(blend), "sigma_scale": sigma_scale,
     }
 
@@ -133,18 +146,23 @@ def read_checkpoint(path: str | os.PathLike[str]) -> ExportSource:
 
 def build_generator_for_export(source: ExportSource) -> torch.nn.Module:
     """The checkpoint's generator in eval mode on the CPU, gradient checkpointing off (same weights)."""
-    from synthct.train.models import build_generator
+    from synthct.train.models import ArchitectureError, build_generator, check_generator_state
 
     model_config = dict(source.model_config)
     model_config["use_checkpoint"] = False  # a training-time memory trick; it changes no weight
     try:
+        check_generator_state(source.generator_state, model_config, str(source.path))
+    except ArchitectureError as exc:
+        raise ExportError(str(exc)) from exc
+    try:
         generator = build_generator(model_config)
     except Exception as exc:  # MONAI raises ValueError/TypeError/AssertionError for bad shapes
-        raise ExportError(f"{source.path}: cannot build the generator from config.model {model_config} "
-                          f"({type(exc).__name__}: {exc})") from exc
+        raise ExportError(f"{source.path}: cannot build the {source.architecture} generator from config.model "
+                          f"{model_config} ({type(exc).__name__}: {exc})") from exc
     try:
         generator.load_state_dict(source.generator_state, strict=True)
     except RuntimeError as exc:
-        raise ExportError(f"{source.path}: generator weights do not fit config.model {model_config} "
-                          f"(was the checkpoint written with another MONAI version?): {exc}") from exc
+        hint = " (was the checkpoint written with another MONAI version?)" if source.architecture == "swinunetr" else ""
+        raise ExportError(f"{source.path}: {source.architecture} generator weights do not fit config.model "
+                          f"{model_config}{hint}: {exc}") from exc
     return generator.eval()

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 
 from synthct.dataset import Case, find_cases, load_case, read_split, select_cases
 from synthct.geometry import canonical_reorientation
-from synthct.intensity import normalise_mr
+from synthct.intensity import MrRule, normalise_mr
 from synthct.model_package import ModelPackage, load_model_package, write_manifest
 from synthct.trust import DEFAULT_UNCERTAINTY_MODE, UNCERTAINTY_MODES, build_record, ood_features
 
@@ -37,7 +37,7 @@ UNCERTAINTY_LIMIT_FACTOR = 1.5
 MAX_CALIBRATION_CASES = 4
 
 
-def case_features(case: Case, mr_rule: str, mr_percentile: float) -> tuple[dict[str, Any], tuple[float, ...]]:
+def case_features(case: Case, mr_rule: MrRule, mr_percentile: float) -> tuple[dict[str, Any], tuple[float, ...]]:
     """(:func:`synthct.trust.ood_features`, spacing z, y, x mm) of one training case in the canonical orientation."""
     volumes = load_case(case)
     reorientation = canonical_reorientation(volumes.image)
@@ -45,7 +45,7 @@ def case_features(case: Case, mr_rule: str, mr_percentile: float) -> tuple[dict[
     mask = np.ascontiguousarray(reorientation.apply(volumes.mask)) > 0
     x, y, z = reorientation.apply_to_image(volumes.image).GetSpacing()
     spacing = (float(z), float(y), float(x))
-    normalised = normalise_mr(mr, mask, mr_rule, mr_percentile)  # type: ignore[arg-type]
+    normalised = normalise_mr(mr, mask, mr_rule, mr_percentile)
     return ood_features(normalised, mask, spacing), spacing
 
 

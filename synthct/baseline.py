@@ -127,7 +127,7 @@ def _linear(table: np.ndarray, iterations: int = 30) -> np.ndarray:
     mr_index, hu_index = np.nonzero(table)
     x, y, w = MR_CENTRES[mr_index], HU_CENTRES[hu_index], table[mr_index, hu_index].astype(np.float64)
     design = np.stack([np.ones_like(x), x], axis=1)
-    coef = np.zeros(2)
+    coef: np.ndarray = np.zeros(2)
     for _ in range(iterations):
         residual = np.abs(y - design @ coef)
         weights = w / np.maximum(residual, 1.0)
@@ -221,14 +221,16 @@ def run_baseline(
               for case in tqdm(train_cases, desc="baseline: fit", unit="case", disable=not progress)]
     mapping, cv = fit_baseline(tables, method, mr_rule, mr_percentile)
     log.info("baseline method %s (cross-validated MAE per method: %s)", mapping.method, cv)
-    results = []
+    results: list[dict[str, str | float]] = []
+    scores: list[dict[str, float]] = []
     for case in tqdm(val_cases, desc="baseline: score", unit="case", disable=not progress):
         volumes = load_case(case)
         assert volumes.ct is not None
         sct = mapping.predict_case(volumes.mr, volumes.mask)
         metrics = compute_metrics(volumes.ct, sct.astype(np.float32), volumes.mask)
-        results.append({"id": case.case_id, **{k: float(v) for k, v in metrics.items()}})
-    metric_names = [k for k in results[0] if k != "id"] if results else []
+        scores.append({k: float(v) for k, v in metrics.items()})
+        results.append({"id": case.case_id, **scores[-1]})
+    metric_names = list(scores[0]) if scores else []
     report = {
         "region": cases[0].region if cases else region,
         "data_root": str(Path(data_root).resolve()),
@@ -236,7 +238,7 @@ def run_baseline(
         "cv_mae": cv,
         "split": {"seed": split.get("seed"), "train": list(split["train"]), "val": list(split["val"])},
         "cases": results,
-        "aggregates": {name: aggregate(r[name] for r in results) for name in metric_names},
+        "aggregates": {name: aggregate(s[name] for s in scores) for name in metric_names},
         "mapping": mapping.to_dict(),
     }
     if out_dir is not None:

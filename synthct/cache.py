@@ -4,7 +4,7 @@ Like nnU-Net's preprocessing, the work of reading compressed images, normalising
 (``synthct data prepare`` or the trainer's first start) instead of in every rank of every run. Layout::
 
     CACHE/manifest.json
-    CACHE/cases/<ID>/mr.npy          normalised MR in [-1, 1], float32 (the configured rule, SPEC §2)
+    CACHE/cases/<ID>/mr.npy          normalised MR, float32 (the configured rule of synthct.intensity.normalise_mr)
     CACHE/cases/<ID>/ct.npy          normalised CT in [-1, 1], float32
     CACHE/cases/<ID>/ct_hu.npy       CT in HU (int16 when the source holds integers that fit, else float32)
     CACHE/cases/<ID>/mask.npy        body mask, uint8 in {0, 1}
@@ -17,14 +17,15 @@ y, z point to the patient's L, P, S; no interpolation; the source's orientation 
 The MR is normalised on the whole volume before cropping, so cropping does not change its scale.
 
 The manifest records, per case, each source file's path (relative to the dataset root), size and mtime, the crop,
-the MR scale and every array's dtype, shape, byte size and sha256; globally the settings (region, MR rule and
-percentile, margin, minimum shape, orientation), the geometry of all its cases (orientation and per-axis median
-spacing; the trainer records the median over its training split in the checkpoint, and ``synthct export`` puts that
-into ``model.json``), the synthct version and a sha256 of its own content. A cache is *stale* for a
-case when a source changed, an array file is missing, truncated or has another header, the settings or the synthct
-version differ, or the manifest was edited (its checksum fails): :func:`prepare_cache` names every such problem and
-rebuilds what it concerns; :func:`open_cache` refuses a stale cache with a :class:`CacheError`. Each array file is
-written to a temporary file and renamed, and a case enters the manifest only once all its files are in place.
+the MR statistics (the rule's offset and scale) and every array's dtype, shape, byte size and sha256; globally the
+settings (region, MR rule and percentile, margin, minimum shape, orientation), the geometry of all its cases
+(orientation and per-axis median spacing; the trainer records the median over its training split in the checkpoint,
+and ``synthct export`` puts that into ``model.json``), the synthct version and a sha256 of its own content. A cache
+is *stale* for a case when a source changed, an array file is missing, truncated or has another header, the settings
+or the synthct version differ, or the manifest was edited (its checksum fails): :func:`prepare_cache` names every
+such problem and rebuilds what it concerns; :func:`open_cache` refuses a stale cache with a :class:`CacheError`.
+Each array file is written to a temporary file and renamed, and a case enters the manifest only once all its files
+are in place.
 
 numpy + SimpleITK only (no torch): the core.
 """
@@ -38,6 +39,7 @@ import json
 import logging
 import math
 import mmap
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +52,7 @@ from tqdm import tqdm
 
 import synthct
 from synthct.atomic import atomic_path, write_json_atomic
-from synthct.dataset import Case, CaseVolumes, DatasetError, canonical_region, find_cases, load_case
+from synthct.dataset import Case, CaseVolumes, DatasetError, find_cases, load_case
 from synthct.geometry import (
     CANONICAL_ORIENTATION,
     NetworkGeometry,
@@ -58,15 +60,19 @@ from synthct.geometry import (
     orientation_code,
     training_geometry,
 )
-from synthct.intensity import HU_MIN, mr_scale, normalise_ct
+from synthct.intensity import HU_MIN, MR_RULES, MrRule, apply_mr_statistics, mr_statistics, normalise_ct
 from synthct.outputs import remove_stale_temporaries
+from synthct.regions import canonical_region
+from synthct.sliding_window import pad_to_shape, padding
 
 log = logging.getLogger("synthct.cache")
 
 CACHE_FORMAT = "synthct-dataset-cache"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """2: every case in the canonical orientation (:data:`synthct.geometry.CANONICAL_ORIENTATION`). 3: sources read
-complete or not at all (:mod:`synthct.integrity`): an older cache may hold a truncated ``.nii.gz`` read as zeros."""
+complete or not at all (:mod:`synthct.integrity`): an older cache may hold a truncated ``.nii.gz`` read as zeros.
+4: the MR rules of :data:`synthct.intensity.MR_RULES` (``percentile`` now clips to a lower percentile too) and each
+case's ``mr_offset``."""
 MANIFEST_NAME = "manifest.json"
 CASES_FOLDER = "cases"
 DEFAULT_CACHE_FOLDER = ".synthct-cache"
@@ -92,7 +98,7 @@ class CacheSettings:
     """What a cache is built for. ``margin_voxels`` should be at least half the training patch on every axis."""
 
     region: str
-    mr_rule: str = "max"
+    mr_rule: MrRule = "max"
     mr_percentile: float = 99.5
     margin_voxels: int = 32
     min_shape: tuple[int, int, int] = (64, 64, 64)
@@ -105,8 +111,8 @@ class CacheSettings:
     def check(self) -> None:
         """Raise ``ValueError`` for an unknown region or rule, a negative margin or a non-positive shape."""
         canonical_region(self.region)
-        if self.mr_rule not in ("max", "percentile"):
-            raise ValueError(f"MR rule must be 'max' or 'percentile', got {self.mr_rule!r}")
+        if self.mr_rule not in MR_RULES:
+            raise ValueError(f"MR rule must be one of {', '.join(map(repr, MR_RULES))}, got {self.mr_rule!r}")
         if not 0.0 < self.mr_percentile <= 100.0:
             raise ValueError(f"MR percentile must be in (0, 100], got {self.mr_percentile}")
         if self.margin_voxels < 0 or len(self.min_shape) != 3 or min(self.min_shape) < 1:
@@ -114,7 +120,7 @@ class CacheSettings:
                              f"{self.min_shape}")
 
 
-def settings_for_patch(region: str, patch_size: Sequence[int], mr_rule: str = "max",
+def settings_for_patch(region: str, patch_size: Sequence[int], mr_rule: MrRule = "max",
                        mr_percentile: float = 99.5) -> CacheSettings:
     """Settings a run with this patch needs: margin half the largest patch edge, volumes at least one patch."""
     patch = tuple(int(p) for p in patch_size)
@@ -335,14 +341,6 @@ def crop_box(mask: np.ndarray, margin: int) -> tuple[tuple[int, int, int], tuple
             tuple(min(n, e + margin) for e, n in zip(stop, mask.shape, strict=True)))
 
 
-def _pad_amounts(shape: Sequence[int], min_shape: Sequence[int]) -> list[tuple[int, int]]:
-    pads = []
-    for size, wanted in zip(shape, min_shape, strict=True):
-        missing = max(0, int(wanted) - int(size))
-        pads.append((missing // 2, missing - missing // 2))
-    return pads
-
-
 def _write_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
     """Write ``array`` to ``path`` atomically (temporary file, fsync, rename); return its manifest record."""
     array = np.ascontiguousarray(array)
@@ -381,23 +379,22 @@ def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) 
     the case and file for unreadable, mismatched or empty input, ``ValueError`` for a case without CT."""
     sources = {name: _source_stat(path, root) for name, path in _case_sources(case).items()}
     volumes = load_case(case)
-    if volumes.ct is None:
-        raise DatasetError([f"{case.case_id}: no CT: the training cache needs paired MR and CT"])
     source_orientation = orientation_code(volumes.image.GetDirection())
     volumes = _canonical(volumes)
-    try:
-        scale = mr_scale(volumes.mr, volumes.mask, settings.mr_rule, settings.mr_percentile)  # type: ignore[arg-type]
+    ct = volumes.ct
+    if ct is None:
+        raise DatasetError([f"{case.case_id}: no CT: the training cache needs paired MR and CT"])
+    try:  # measured on the whole volume, so cropping does not change the normalisation
+        statistics = mr_statistics(volumes.mr, volumes.mask, settings.mr_rule, settings.mr_percentile)
     except ValueError as exc:
         raise DatasetError([f"{case.case_id}: {case.mr}: {exc}"]) from exc
     start, stop = crop_box(volumes.mask, settings.margin_voxels)
     window = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
-    mr = np.clip(volumes.mr[window] / np.float32(scale) * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
-    cropped = {"mr": mr, "ct": normalise_ct(volumes.ct[window]), "ct_hu": _ct_hu_array(volumes.ct[window]),
+    mr = apply_mr_statistics(volumes.mr[window], statistics)
+    cropped = {"mr": mr, "ct": normalise_ct(ct[window]), "ct_hu": _ct_hu_array(ct[window]),
                "mask": volumes.mask[window].astype(np.uint8)}
-    pads = _pad_amounts(mr.shape, settings.min_shape)
-    if any(before or after for before, after in pads):
-        cropped = {name: np.pad(array, pads, mode="constant", constant_values=PAD_VALUES[name])
-                   for name, array in cropped.items()}
+    pads = padding(mr.shape, settings.min_shape)
+    cropped = {name: pad_to_shape(array, settings.min_shape, PAD_VALUES[name]) for name, array in cropped.items()}
     foreground = np.flatnonzero(cropped["mask"])
     if foreground.size > MAX_FOREGROUND_INDICES:
         foreground = foreground[:: math.ceil(foreground.size / MAX_FOREGROUND_INDICES)]
@@ -413,7 +410,8 @@ def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) 
         "crop": {"start": list(start), "stop": list(stop), "pad_before": [p[0] for p in pads],
                  "pad_after": [p[1] for p in pads]},
         "shape": [int(s) for s in cropped["mask"].shape],
-        "mr_scale": float(scale),
+        "mr_offset": statistics.offset,
+        "mr_scale": statistics.scale,
         "arrays": arrays,
     }
 
@@ -539,7 +537,11 @@ def _prepare_locked(root: Path, settings: CacheSettings, cache_dir: Path, worker
         jobs = [(case, str(_case_dir(cache_dir, case.case_id)), settings, str(root)) for case in todo]
         try:
             if workers > 1 and len(todo) > 1:
-                with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                # forkserver, not Linux's default fork: the caller (the trainer, a test run) may hold native thread
+                # pools (torch, OpenVINO, gloo) that a forked child would inherit half-locked.
+                context = multiprocessing.get_context("forkserver")
+                count = min(workers, len(todo))
+                with concurrent.futures.ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
                     futures = [pool.submit(_build_case_job, *job) for job in jobs]
                     for future in concurrent.futures.as_completed(futures):
                         _record(manifest, cache_dir, future.result(), errors)

@@ -10,7 +10,7 @@ Layouts accepted (``root`` may be the folder holding ``Task1``, ``Task1`` itself
 Any suffix in :data:`synthct.io.IMAGE_SUFFIXES` is accepted for every file. A folder named ``overview`` (SynthRAD's
 release ships one per region) or starting with ``.``/``_`` is not a case; every other case folder must hold all its
 files. In a flat layout the region comes from ``region=`` or, failing that, from the SynthRAD ID prefix
-(``1B``/``1P``/``1HN``/``1TH``/``1AB``).
+(``1B``/``2B``/``1P``/``1HN``/``1TH``/``1AB``…: :func:`synthct.regions.region_from_case_id`).
 
 Geometry checks read only image headers (``ImageFileReader.ReadImageInformation``) plus what a ``stat`` and the gzip
 length trailer tell about completeness (:func:`synthct.io.read_header_geometry`), so finding the cases of a large
@@ -41,29 +41,16 @@ from synthct.io import (
     read_image,
     strip_image_suffix,
 )
+from synthct.regions import (
+    REGION_FOLDERS,
+    Region,
+    canonical_region,
+    region_from_case_id,
+    region_of_folder,
+    region_or_none,
+)
 
 MODALITIES = ("mr", "ct", "mask")
-REGION_ALIASES: dict[str, str] = {
-    "brain": "brain",
-    "pelvis": "pelvis",
-    "hn": "hn",
-    "head and neck": "hn",
-    "head_and_neck": "hn",
-    "th": "th",
-    "thorax": "th",
-    "ab": "ab",
-    "abdomen": "ab",
-}
-"""Spellings of a region (lower-cased) → canonical region name."""
-REGION_FOLDERS: dict[str, tuple[str, ...]] = {
-    "brain": ("brain",),
-    "pelvis": ("pelvis",),
-    "hn": ("HN",),
-    "th": ("TH",),
-    "ab": ("AB",),
-}
-"""Folder names SynthRAD uses for each canonical region (2023 lower-case, 2025 upper-case)."""
-_ID_PREFIX_REGION = (("1HN", "hn"), ("1TH", "th"), ("1AB", "ab"), ("1B", "brain"), ("1P", "pelvis"))
 _NOT_CASE_FOLDERS = {"overview"}
 
 
@@ -114,23 +101,6 @@ class CaseReport:
     problems: list[str] = field(default_factory=list)
 
 
-def canonical_region(region: str) -> str:
-    """``'HN'``, ``'Head and Neck'``, ``'hn'`` → ``'hn'``; raises ``ValueError`` for an unknown region."""
-    key = region.strip().lower()
-    if key not in REGION_ALIASES:
-        raise ValueError(f"unknown region {region!r} (expected one of {sorted(set(REGION_ALIASES.values()))})")
-    return REGION_ALIASES[key]
-
-
-def region_from_case_id(case_id: str) -> str | None:
-    """The region a SynthRAD ID implies (``1BA001`` → brain, ``1HNA001`` → hn), or None."""
-    upper = case_id.upper()
-    for prefix, region in _ID_PREFIX_REGION:
-        if upper.startswith(prefix):
-            return region
-    return None
-
-
 def find_cases(
     root: str | os.PathLike[str], region: str | None = None, require_ct: bool = True
 ) -> list[Case]:
@@ -179,7 +149,7 @@ def scan_dataset(
     return sorted(reports, key=lambda r: (r.region, r.case_id))
 
 
-def _case_groups(root: Path, wanted: str | None) -> list[tuple[str, str, Path, dict[str, list[Path]]]]:
+def _case_groups(root: Path, wanted: Region | None) -> list[tuple[str, str, Path, dict[str, list[Path]]]]:
     """(case id, region, folder, modality → candidate files) for every case under ``root``."""
     if (root / "Task1").is_dir():
         root = root / "Task1"
@@ -194,7 +164,7 @@ def _case_groups(root: Path, wanted: str | None) -> list[tuple[str, str, Path, d
         for region_name, folder in sorted(region_dirs.items()):
             groups.extend(_per_case_groups(folder, region_name))
         return groups
-    folder_region = REGION_ALIASES.get(root.name.lower())
+    folder_region = region_or_none(root.name)
     if folder_region is not None:
         if wanted is not None and wanted != folder_region:
             raise DatasetError([f"folder is region {folder_region!r}, not {wanted!r}"], root)
@@ -207,8 +177,8 @@ def _case_groups(root: Path, wanted: str | None) -> list[tuple[str, str, Path, d
 def _region_dirs(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for child in _subfolders(folder):
-        region = REGION_ALIASES.get(child.name.lower())
-        if region is not None and child.name.lower() in {f.lower() for f in REGION_FOLDERS[region]} | {region}:
+        region = region_of_folder(child.name)
+        if region is not None:
             found[region] = child
     return found
 

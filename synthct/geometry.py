@@ -76,8 +76,9 @@ def _closest_permutation(matrix: np.ndarray) -> tuple[tuple[int, int, int], tupl
         if score > best_score + 1e-12:
             best, best_score = candidate, score
     permutation = (int(best[0]), int(best[1]), int(best[2]))
-    flips = tuple(bool(matrix[k, permutation[k]] < 0) for k in range(3))
-    return permutation, flips  # type: ignore[return-value]  # a 3-tuple built from range(3)
+    fz, fy, fx = (bool(matrix[k, permutation[k]] < 0) for k in range(3))
+    flips = (fz, fy, fx)
+    return permutation, flips
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ def to_network_grid(mr_image: sitk.Image, mask_image: sitk.Image, geometry: Netw
     if mode not in RESAMPLE_MODES:
         raise ValueError(f"resample mode must be one of {RESAMPLE_MODES}, got {mode!r}")
     source_code = orientation_code(mr_image.GetDirection())
+    record: dict[str, Any]
     if geometry is None:
         identity = Reorientation((0, 1, 2), (False, False, False), source_code)
         record = {"checked": False, "mr_orientation": source_code, "reoriented": False, "resampled": False,
@@ -303,7 +305,7 @@ def to_network_grid(mr_image: sitk.Image, mask_image: sitk.Image, geometry: Netw
     outside = mismatch > geometry.tolerance
     parts = [f"reoriented {source_code} → {geometry.orientation} (axis permutation/flip, no interpolation)"
              if not reorientation.is_identity else f"orientation {source_code} as trained"]
-    record: dict[str, Any] = {
+    record = {
         "checked": True, "mr_orientation": source_code, "network_orientation": geometry.orientation,
         "reoriented": not reorientation.is_identity, "mr_spacing_zyx_mm": [round(v, 6) for v in spacing],
         "training_spacing_zyx_mm": list(geometry.spacing_zyx_mm), "spacing_difference": round(mismatch, 4),

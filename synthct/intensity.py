@@ -1,12 +1,14 @@
 """Intensity conventions (paper eq. 1, SPEC §2): the single place they live.
 
-CT: HU clipped to [-1024, 3000] maps linearly to [-1, 1]. MR: divided by its maximum inside the body mask
-(or a robust percentile), mapped to [-1, 1]. Outside the body the synthetic CT is air, -1000 HU.
+CT: HU clipped to [-1024, 3000] maps linearly to [-1, 1]. MR: one of :data:`MR_RULES` with statistics inside the
+body mask: divided by its maximum and mapped to [-1, 1] (paper), clipped to robust percentiles and mapped to
+[-1, 1], or z-scored. Outside the body the synthetic CT is air, -1000 HU.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -17,7 +19,20 @@ HU_MAX = 3000.0
 BACKGROUND_HU = -1000
 """Value of the synthetic CT outside the body mask (SynthRAD's background)."""
 
-MrScaling = Literal["max", "percentile"]
+MrRule = Literal["max", "percentile", "zscore"]
+"""MR normalisation rules (:func:`normalise_mr`); the model package and the training cache record the one used."""
+MR_RULES: tuple[MrRule, ...] = get_args(MrRule)
+MrScaling = MrRule
+"""Former name of :data:`MrRule`."""
+
+
+@dataclass(frozen=True)
+class MrStatistics:
+    """What a rule measured inside the body: ``normalised = (MR - offset) / scale`` before the rule's range mapping."""
+
+    rule: MrRule
+    offset: float
+    scale: float
 
 
 def normalise_ct(hu: np.ndarray) -> np.ndarray:
@@ -32,37 +47,58 @@ def denormalise_ct(normalised: np.ndarray) -> np.ndarray:
     return ((n + 1.0) / 2.0 * (HU_MAX - HU_MIN) + HU_MIN).astype(np.float32, copy=False)
 
 
-def mr_scale(mr: np.ndarray, mask: np.ndarray | None, rule: MrScaling = "max", percentile: float = 99.5) -> float:
-    """The MR intensity that maps to +1: the maximum (paper) or a percentile of the MR inside ``mask``.
+def mr_statistics(mr: np.ndarray, mask: np.ndarray | None, rule: MrRule = "max",
+                  percentile: float = 99.5) -> MrStatistics:
+    """The rule's offset and scale, from the MR voxels inside ``mask`` (the whole MR when ``mask`` is None).
 
-    Raises ``ValueError`` for an empty mask or a non-positive scale (an all-zero MR).
+    max: offset 0, scale the maximum (paper). percentile: offset 0, scale the ``percentile`` percentile (in (0, 100];
+    robust to a few bright voxels, the rule of every package written so far with "percentile", kept as it was).
+    zscore: offset the mean, scale the standard deviation (nnU-Net's MR rule). Raises ``ValueError`` for an empty
+    mask, an unknown rule, or an MR without contrast inside the mask (max: no positive intensity; percentile and
+    zscore: constant).
     """
-    values = np.asarray(mr)[mask > 0] if mask is not None else np.asarray(mr).ravel()
+    values = np.asarray(mr)[np.asarray(mask) > 0] if mask is not None else np.asarray(mr).ravel()
     if values.size == 0:
         raise ValueError("the body mask is empty: cannot normalise the MR")
     if rule == "max":
-        scale = float(np.max(values))
-    elif rule == "percentile":
+        offset, scale = 0.0, float(np.max(values))
+        if not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"MR scale is {scale}: the MR inside the body mask has no positive intensity")
+        return MrStatistics(rule, offset, scale)
+    if rule == "percentile":
         if not 0.0 < percentile <= 100.0:
             raise ValueError(f"MR percentile must be in (0, 100], got {percentile}")
-        scale = float(np.percentile(values, percentile))
+        offset, scale = 0.0, float(np.percentile(values, percentile))
+    elif rule == "zscore":
+        offset, scale = float(np.mean(values, dtype=np.float64)), float(np.std(values, dtype=np.float64))
     else:
-        raise ValueError(f"unknown MR scaling rule {rule!r} (expected 'max' or 'percentile')")
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"MR scale is {scale}: the MR inside the body mask has no positive intensity")
-    return scale
+        raise ValueError(f"unknown MR normalisation rule {rule!r} (expected one of {', '.join(MR_RULES)})")
+    if not (np.isfinite(offset) and np.isfinite(scale)) or scale <= 0:
+        raise ValueError(f"MR spread is {scale} ({rule}): the MR inside the body mask is constant or not finite")
+    return MrStatistics(rule, offset, scale)
 
 
-def normalise_mr(
-    mr: np.ndarray, mask: np.ndarray | None, rule: MrScaling = "max", percentile: float = 99.5
-) -> np.ndarray:
-    """MR → normalised MR in [-1, 1]: ``n = MR / scale * 2 - 1``, scale from :func:`mr_scale`.
+def apply_mr_statistics(mr: np.ndarray, statistics: MrStatistics) -> np.ndarray:
+    """``mr`` (the whole volume or a crop of it) normalised with ``statistics`` measured on the whole volume.
 
-    Values are clipped to [-1, 1] (voxels outside the mask, or above the percentile). Returns float32.
+    max and percentile: ``clip((MR - offset) / scale, 0, 1) * 2 - 1``, in [-1, 1] (MR 0 → -1 for max).
+    zscore: ``(MR - offset) / scale``, not clipped. Returns float32.
     """
-    scale = mr_scale(mr, mask, rule, percentile)
-    normalised = np.asarray(mr, dtype=np.float32) / np.float32(scale) * 2.0 - 1.0
-    return np.clip(normalised, -1.0, 1.0).astype(np.float32, copy=False)
+    shifted = np.asarray(mr, dtype=np.float32) - np.float32(statistics.offset)
+    normalised = shifted / np.float32(statistics.scale)
+    if statistics.rule == "zscore":
+        return normalised.astype(np.float32, copy=False)
+    return (np.clip(normalised, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32, copy=False)
+
+
+def normalise_mr(mr: np.ndarray, mask: np.ndarray | None, rule: MrRule = "max", percentile: float = 99.5) -> np.ndarray:
+    """MR → normalised MR with ``rule`` (statistics inside the body ``mask``: :func:`mr_statistics`).
+
+    max (paper): ``n = MR / max * 2 - 1``, clipped to [-1, 1] (voxels outside the mask may exceed the maximum).
+    percentile: ``MR / percentile(MR in body) * 2 - 1``, clipped to [-1, 1]. zscore: mean 0 and standard deviation 1
+    inside the body. Returns float32.
+    """
+    return apply_mr_statistics(mr, mr_statistics(mr, mask, rule, percentile))
 
 
 def finalise_sct(hu: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 Variant = Literal["synthrad2023", "synthrad2025"]
-VARIANTS: tuple[str, ...] = ("synthrad2023", "synthrad2025")
+VARIANTS: tuple[Variant, ...] = ("synthrad2023", "synthrad2025")
 
 HU_LOW = -1024.0
 """Lower HU bound of both variants' dynamic range; also the value outside the mask for (MS-)SSIM."""

@@ -23,12 +23,18 @@ from typing import Any
 
 from synthct.atomic import write_json_atomic
 from synthct.geometry import NetworkGeometry
-from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN
+from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN, MR_RULES, MrRule
+from synthct.regions import (  # noqa: F401 (REGIONS: re-exported)
+    REGIONS,
+    Region,
+    RegionError,
+    canonical_region,
+    region_or_none,
+)
 
 MANIFEST_NAME = "model.json"
 FORMAT = "synthct-model"
 FORMAT_VERSION = 1
-REGIONS = ("brain", "pelvis", "hn", "th", "ab")
 
 
 class ModelPackageError(ValueError):
@@ -52,8 +58,9 @@ class ModelPackage:
     manifest: dict[str, Any]
 
     @property
-    def region(self) -> str:
-        return str(self.manifest["region"])
+    def region(self) -> Region:
+        """The canonical region (:mod:`synthct.regions`), whatever spelling ``model.json`` uses."""
+        return canonical_region(self.manifest["region"])
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
@@ -65,8 +72,9 @@ class ModelPackage:
         return float(self.manifest["overlap"])
 
     @property
-    def mr_rule(self) -> str:
-        return str(self.manifest["mr_normalisation"]["rule"])
+    def mr_rule(self) -> MrRule:
+        """The MR normalisation rule the network was trained with (:func:`synthct.intensity.normalise_mr`)."""
+        return self.manifest["mr_normalisation"]["rule"]
 
     @property
     def mr_percentile(self) -> float:
@@ -138,7 +146,8 @@ def load_model_package(
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelPackageError(f"{manifest_path}: not valid JSON ({exc})") from exc
     _validate(directory, manifest, check_hashes=check_hashes)
-    if expected_region is not None and manifest["region"] != expected_region:
+    if expected_region is not None and canonical_region(manifest["region"]) != (region_or_none(expected_region)
+                                                                                or expected_region):
         raise ModelPackageError(
             f"{manifest_path}: model is for region {manifest['region']!r}, expected {expected_region!r}"
         )
@@ -159,8 +168,10 @@ def _validate(directory: Path, manifest: Any, check_hashes: bool) -> None:
     missing = [key for key in required if key not in manifest]
     if missing:
         raise ModelPackageError(f"{where}: missing fields {missing}")
-    if manifest["region"] not in REGIONS:
-        raise ModelPackageError(f"{where}: unknown region {manifest['region']!r} (expected one of {REGIONS})")
+    try:
+        canonical_region(manifest["region"])
+    except RegionError as exc:
+        raise ModelPackageError(f"{where}: {exc}") from exc
     patch = manifest["patch_size"]
     if not (isinstance(patch, list) and len(patch) == 3 and all(isinstance(v, int) and v > 0 and v % 32 == 0
                                                                for v in patch)):
@@ -174,8 +185,9 @@ def _validate(directory: Path, manifest: Any, check_hashes: bool) -> None:
             f"{where}: ct_normalisation {ct_norm!r} differs from this synthct's [{HU_MIN}, {HU_MAX}] HU"
         )
     mr_norm = manifest["mr_normalisation"]
-    if not isinstance(mr_norm, dict) or mr_norm.get("rule") not in ("max", "percentile"):
-        raise ModelPackageError(f"{where}: mr_normalisation.rule must be 'max' or 'percentile', got {mr_norm!r}")
+    if not isinstance(mr_norm, dict) or mr_norm.get("rule") not in MR_RULES:
+        raise ModelPackageError(f"{where}: mr_normalisation.rule must be one of {', '.join(map(repr, MR_RULES))}, "
+                                f"got {mr_norm!r}")
     if manifest["background_hu"] != BACKGROUND_HU:
         raise ModelPackageError(f"{where}: background_hu {manifest['background_hu']!r} != {BACKGROUND_HU}")
     if manifest.get("geometry") is not None:

@@ -49,13 +49,23 @@ def stride(patch: int, overlap: float) -> int:
 
 
 def padding(shape: Sequence[int], patch_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """Per axis ``(before, after)`` voxels that bring an axis shorter than the patch up to the patch size."""
+    """Per axis ``(before, after)`` voxels that bring an axis shorter than the patch up to the patch size: evenly,
+    ``(patch - size) // 2`` before and the rest after."""
     shape3, patch3 = _as_shape3(shape, "shape"), _as_shape3(patch_size, "patch_size")
     pads = []
     for size, patch in zip(shape3, patch3, strict=True):
         missing = max(patch - size, 0)
         pads.append((missing // 2, missing - missing // 2))
     return tuple(pads)
+
+
+def pad_to_shape(array: np.ndarray, min_shape: Sequence[int], value: float) -> np.ndarray:
+    """``array`` (z, y, x) padded with ``value`` as :func:`padding` says, so every axis is at least ``min_shape``;
+    ``array`` itself when no axis is short. The one padding rule of inference, validation, training and the cache."""
+    pads = padding(array.shape, min_shape)
+    if not any(before or after for before, after in pads):
+        return array
+    return np.pad(array, pads, mode="constant", constant_values=np.asarray(value, dtype=array.dtype))
 
 
 def axis_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -152,9 +162,7 @@ def plan_windows(
     mask = np.asarray(mask)
     if mask.shape != shape3:
         raise ValueError(f"mask shape {mask.shape} differs from the volume shape {shape3}")
-    inside = mask > 0
-    if any(before or after for before, after in pad):
-        inside = np.pad(inside, pad, mode="constant", constant_values=False)
+    inside = pad_to_shape(mask > 0, patch3, False)
     computed: list[Shape3] = []
     skipped: list[Shape3] = []
     for start in starts:
@@ -207,9 +215,7 @@ def sliding_window_predict(
     patch3 = plan.patch_size
     weights = importance_map(patch3, mode, sigma_scale)
 
-    padded = np.asarray(volume, dtype=np.float32)
-    if any(before or after for before, after in plan.pad):
-        padded = np.pad(padded, plan.pad, mode="constant", constant_values=np.float32(pad_value))
+    padded = pad_to_shape(np.asarray(volume, dtype=np.float32), plan.patch_size, pad_value)
     blended = np.zeros(plan.padded_shape, dtype=np.float32)
     weight_sum = np.zeros(plan.padded_shape, dtype=np.float32)
 

@@ -8,6 +8,10 @@ mirrored (``np.flip`` along an axis) and/or with the window grid shifted (the vo
 deviation over all members (the plain prediction included, population std) is the uncertainty, in HU. The sCT
 itself stays the plain prediction: turning the uncertainty on never changes the sCT.
 
+**Test-time augmentation of the sCT** (``synthct predict --tta N``) uses the same members: the sCT becomes the mean
+of the plain prediction and N − 1 mirrored ones (:func:`mirror_members`, :func:`tta_predict`); a member both modes
+use is predicted once.
+
 **Out-of-distribution check.** :func:`ood_features` describes a normalised MR inside its body mask by figures that
 a model's training cases share: the intensity histogram (normalised MR u = MR / scale ∈ [0, 1]), a tissue-contrast
 signature (the median intensity in shells of depth below the body surface relative to the body's median: in a T1
@@ -96,22 +100,63 @@ def member_predict(volume: np.ndarray, mask: np.ndarray, predictor: Callable[[np
     return np.ascontiguousarray(np.flip(output, axes) if axes else output)
 
 
+MIRROR_ORDER: tuple[Flip, ...] = ((False, False, False), (False, False, True), (False, True, False),
+                                  (True, False, False), (False, True, True), (True, False, True), (True, True, False),
+                                  (True, True, True))
+"""The mirrorings of ``--tta N``, in the order they are added (z, y, x flags): plain, left–right (x, the anatomy's
+own near-symmetry), anterior–posterior, head–feet, then the pairs and all three (nnU-Net's 8 mirrorings)."""
+TTA_MAX = len(MIRROR_ORDER)
+
+
+def mirror_members(count: int) -> tuple[Member, ...]:
+    """The first ``count`` (1…8) mirrorings of :data:`MIRROR_ORDER` as members, the plain one first."""
+    if not 1 <= int(count) <= TTA_MAX:
+        raise ValueError(f"test-time augmentation takes 1 to {TTA_MAX} mirrorings, got {count}")
+    return tuple(Member(flip) for flip in MIRROR_ORDER[: int(count)])
+
+
+def tta_predict(volume: np.ndarray, mask: np.ndarray, plain: np.ndarray,
+                predictor: Callable[[np.ndarray], np.ndarray], tta: Sequence[Member] = (),
+                spread: Sequence[Member] = (), **engine: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(mean, spread) from ``plain`` (the normalised identity prediction already made, z, y, x) and the members'.
+
+    mean: float32 normalised, the mean of ``plain`` and the ``tta`` members' predictions (``plain`` itself when
+    ``tta`` is empty). spread: the voxel-wise std in HU (float32) of ``plain`` and the ``spread`` members, as
+    :func:`tta_spread_hu`; None when ``spread`` is empty. Identity members of ``tta`` are ``plain``; a member in
+    both lists is predicted once. Memory: the running sum, the Welford mean and sum of squares, one member's prediction.
+    """
+    tta = [m for m in tta if not m.is_identity]
+    spread = list(spread)
+    total = np.array(plain, dtype=np.float32, copy=True) if tta else None
+    mean = np.array(plain, dtype=np.float32, copy=True) if spread else None
+    m2 = np.zeros_like(mean) if mean is not None else None
+    count = 1
+    for member in dict.fromkeys([*tta, *spread]):  # each distinct member once, in order
+        value = member_predict(volume, mask, predictor, member, **engine)
+        if total is not None and member in tta:
+            total += value
+        if mean is not None and m2 is not None and member in spread:
+            count += 1
+            delta = value - mean
+            mean += delta / np.float32(count)
+            m2 += delta * (value - mean)
+            del delta
+        del value
+    average = total / np.float32(len(tta) + 1) if total is not None else np.asarray(plain, dtype=np.float32)
+    if m2 is None:
+        return average, None
+    np.maximum(m2, 0.0, out=m2)
+    return average, (np.sqrt(m2 / np.float32(count)) * np.float32(HU_PER_UNIT)).astype(np.float32)
+
+
 def tta_spread_hu(volume: np.ndarray, mask: np.ndarray, plain: np.ndarray,
                   predictor: Callable[[np.ndarray], np.ndarray], members: Sequence[Member],
                   **engine: Any) -> np.ndarray:
     """Voxel-wise std (HU, float32, z, y, x) over ``plain`` (the normalised prediction already made) and the
     ``members``' predictions; a running (Welford) sum keeps memory at three volumes."""
-    mean = np.array(plain, dtype=np.float32, copy=True)
-    m2 = np.zeros_like(mean)
-    for count, member in enumerate(members, start=2):
-        value = member_predict(volume, mask, predictor, member, **engine)
-        delta = value - mean
-        mean += delta / np.float32(count)
-        m2 += delta * (value - mean)
-        del value, delta
-    n = len(members) + 1
-    np.maximum(m2, 0.0, out=m2)
-    return (np.sqrt(m2 / np.float32(n)) * np.float32(HU_PER_UNIT)).astype(np.float32)
+    _, spread = tta_predict(volume, mask, plain, predictor, spread=members, **engine)
+    assert spread is not None or not members
+    return spread if spread is not None else np.zeros(np.shape(plain), dtype=np.float32)
 
 
 def uncertainty_summary(uncertainty_hu: np.ndarray, body: np.ndarray, levels_hu: Sequence[float],

@@ -1,13 +1,15 @@
-"""Shared test fixtures: small body-shaped HU volumes and a writer for image files."""
+"""Shared test fixtures: small body-shaped HU volumes and a writer for image files; the rule that the pytest
+process never forks a copy of itself (tests/fork_guard.py), checked around every test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fork_guard import fork_failure, install, take_forks
 
 BodyCase = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -25,6 +27,21 @@ def body_case(shape: tuple[int, int, int] = (24, 28, 32), seed: int = 0, error_h
     ct[radius < 0.25] += 900.0
     sct = ct + rng.normal(20.0, error_hu, shape)
     return ct.astype(np.float32), sct.astype(np.float32), mask
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Forkserver as the pytest process's multiprocessing start method, and the fork hook (tests/fork_guard.py)."""
+    install()
+
+
+@pytest.fixture(autouse=True)
+def _no_fork_of_the_pytest_process() -> Iterator[None]:
+    """Fail the test that forked the pytest process (a child keeping its loaded runtimes' thread pools)."""
+    take_forks()
+    yield
+    forks = take_forks()
+    if forks:
+        pytest.fail(fork_failure(forks))
 
 
 @pytest.fixture

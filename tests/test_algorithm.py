@@ -18,6 +18,7 @@ from synthct.algorithm.backends import BackendUnavailable, OnnxRuntimePredictor,
 from synthct.algorithm.cases import RegionError, canonical_region, pair_cases, region_from_case_id, resolve_region
 from synthct.algorithm.container import run_container
 from synthct.algorithm.inference import predict_sct
+from train_helpers import HANG_GUARD_S
 
 from synthct.cli import main as synthct_main
 from synthct.model_package import ModelPackageError, file_entry, load_model_package, write_manifest
@@ -74,7 +75,7 @@ def environment(input_dir: Path, output_dir: Path, models_dir: Path) -> dict[str
 def run_algorithm(input_dir: Path, output_dir: Path, models_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "synthct.algorithm"],
                           env=environment(input_dir, output_dir, models_dir),
-                          cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
+                          cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=HANG_GUARD_S, check=False)
 
 
 def check_output(path: Path, mr: np.ndarray, mask: np.ndarray, reference: sitk.Image, params: dict) -> None:

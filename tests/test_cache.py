@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_helpers import REPO, subprocess_env, write_tiny_dataset
+from train_helpers import HANG_GUARD_S, REPO, subprocess_env, write_tiny_dataset
 
 from synthct.cache import (
     CacheError,
@@ -69,6 +69,22 @@ def test_cache_holds_the_normalised_cropped_case(dataset: Path) -> None:
     assert index.manifest["synthct_version"]
     release_pages(mr)  # a no-op for the data: the array still reads the same
     np.testing.assert_allclose(mr, expected_mr, atol=1e-6)
+
+
+def test_cache_records_the_rule_and_its_statistics(dataset: Path) -> None:
+    index = prepare_cache(dataset, settings_for_patch("brain", (64, 64, 64), "zscore"), progress=False)
+    assert index.manifest["settings"]["mr_rule"] == "zscore"
+    case = find_cases(dataset, region="brain")[0]
+    volumes = load_case(case)
+    entry = index.manifest["cases"][case.case_id]
+    inside = volumes.mr[volumes.mask > 0].astype(np.float64)
+    assert (entry["mr_offset"], entry["mr_scale"]) == pytest.approx((inside.mean(), inside.std()))
+    window = tuple(slice(a, b) for a, b in zip(entry["crop"]["start"], entry["crop"]["stop"], strict=True))
+    np.testing.assert_allclose(index.cases[case.case_id].open("mr"),
+                               normalise_mr(volumes.mr, volumes.mask, "zscore")[window], atol=1e-6)
+    for other in ("max", "percentile"):  # a cache made with another rule is never used
+        with pytest.raises(CacheError, match=f"mr_rule is 'zscore' in the cache, '{other}' wanted"):
+            open_cache(dataset, settings_for_patch("brain", (64, 64, 64), other))  # type: ignore[arg-type]
 
 
 def test_small_volumes_are_padded_to_a_patch_with_air(tmp_path: Path) -> None:
@@ -205,14 +221,14 @@ def test_prepare_command(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "synthct", "data", "prepare", str(data), "--region", "brain", "--out", str(out),
                "--workers", "2", "--mr-rule", "percentile", "--mr-percentile", "99"]
     done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, encoding="utf-8",
-                          timeout=120)
+                          timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     assert "2 case(s) of region brain, up to date" in done.stdout
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["settings"]["mr_rule"] == "percentile"
     assert not [p for p in out.rglob(".*") if p.name != ".lock"]  # no temporary files left behind
     bad = subprocess.run([*command[:5], str(tmp_path / "nowhere"), *command[6:]], cwd=REPO, env=subprocess_env(),
-                         capture_output=True, text=True, encoding="utf-8", timeout=120)
+                         capture_output=True, text=True, encoding="utf-8", timeout=HANG_GUARD_S)
     assert bad.returncode == 1 and "not a folder" in bad.stderr
 
 

@@ -21,6 +21,7 @@ from synthct.evaluation.dose.structures import (
     user_structures,
     virtual_structures,
 )
+from train_helpers import HANG_GUARD_S
 
 needs_extra = pytest.mark.skipif(bool(missing_modules()), reason=INSTALL_HINT)
 REPO = Path(__file__).resolve().parents[1]
@@ -228,7 +229,7 @@ def test_evaluate_with_dose_end_to_end(tmp_path: Path) -> None:
         "--dose-set", "dose_grid_mm=5", "--dose-set", "photon_beams=3", "--dose-set", "max_iterations=40",
         "--dose-set", "proton_gantry_deg=[90, 270]", "--dose-set", "proton_spot_mm=6",
     ]
-    done = subprocess.run(command, capture_output=True, cwd=REPO, timeout=600)
+    done = subprocess.run(command, capture_output=True, cwd=REPO, timeout=HANG_GUARD_S)
     stderr = done.stderr.decode("utf-8", errors="replace")
     assert done.returncode == 1, stderr  # one case's dose failed
     payload = json.loads(out.read_text(encoding="utf-8"))

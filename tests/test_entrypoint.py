@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from synthct.algorithm.analytic import build_analytic_package, expected_hu
+from train_helpers import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _algorithm(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("SYNTHCT_")}
     return subprocess.run([sys.executable, "-m", "synthct.algorithm", *args], env={**environment, **env}, cwd=REPO,
-                          capture_output=True, text=True, encoding="utf-8", timeout=300, check=False)
+                          capture_output=True, text=True, encoding="utf-8", timeout=HANG_GUARD_S, check=False)
 
 
 def test_help_names_both_modes() -> None:

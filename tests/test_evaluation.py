@@ -19,6 +19,7 @@ from synthct.evaluation.cases import find_ground_truth, resolve_case_id
 from synthct.evaluation.container import build_jobs
 from synthct.evaluation.report import render_report
 from synthct.evaluation.scoring import build_payload
+from train_helpers import HANG_GUARD_S
 
 from synthct import metrics
 from synthct.cli import main as synthct_main
@@ -217,7 +218,7 @@ def _run_container(root: Path, **env: str) -> tuple[int, dict[str, Any]]:
     }
     done = subprocess.run(
         [sys.executable, "-m", "synthct.evaluation"],
-        env=environment, capture_output=True, text=True, encoding="utf-8", timeout=300,
+        env=environment, capture_output=True, text=True, encoding="utf-8", timeout=HANG_GUARD_S,
     )
     metrics_path = root / "output" / "metrics.json"
     assert metrics_path.exists(), done.stderr

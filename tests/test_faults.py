@@ -25,6 +25,7 @@ import pytest
 import SimpleITK as sitk
 from synthct.algorithm.analytic import build_analytic_package
 from synthct.algorithm.container import run_container
+from train_helpers import HANG_GUARD_S
 
 from synthct.cli import main as synthct_main
 from synthct.outputs import LOCK_NAME, output_session
@@ -408,7 +409,7 @@ def out_run(args: list[str], env: dict[str, str] | None = None, unprivileged: bo
         command = [*OUT_UNPRIVILEGED, *command]
     full_env = {**os.environ, "SYNTHCT_PROGRESS": "0", **(env or {})}
     return subprocess.run(command, cwd=OUT_REPO, env=full_env, capture_output=True, text=True, encoding="utf-8",
-                          timeout=300, check=False)
+                          timeout=HANG_GUARD_S, check=False)
 
 
 def out_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -761,7 +762,7 @@ def test_predict_job_and_evaluate_write_nothing_outside_output_and_tmp(out_world
         trace = tmp_path / f"{name}.strace"
         prefix = [strace, "-f", "-qq", "-e", "trace=%file", "-o", str(trace)] if strace else []
         result = subprocess.run([*prefix, sys.executable, *args], cwd=OUT_REPO, capture_output=True, text=True,
-                                env={**env, **(job_env if name == "job" else {})}, timeout=300, check=False)
+                                env={**env, **(job_env if name == "job" else {})}, timeout=HANG_GUARD_S, check=False)
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
         assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == [], name
         if strace and trace.exists():

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from synthct.sliding_window import (
     axis_starts,
     gaussian_importance,
+    pad_to_shape,
     padding,
     plan_windows,
     sliding_window_predict,
@@ -240,3 +241,16 @@ def test_bad_inputs_are_refused() -> None:
         sliding_window_predict(volume, lambda b: b * np.nan, (16, 16, 16))
     with pytest.raises(ValueError, match="blend mode"):
         sliding_window_predict(volume, analytic_predictor, (16, 16, 16), mode="linear")  # type: ignore[arg-type]
+
+
+def test_pad_to_shape_pads_evenly_with_the_value_and_keeps_long_axes() -> None:
+    array = np.arange(3 * 70 * 5, dtype=np.float32).reshape(3, 70, 5)
+    padded = pad_to_shape(array, (8, 64, 8), -1.0)
+    assert padded.shape == (8, 70, 8) and padded.dtype == np.float32
+    assert padded.shape == tuple(s + b + a for s, (b, a) in zip(array.shape, padding(array.shape, (8, 64, 8)),
+                                                                  strict=True))
+    np.testing.assert_array_equal(padded[2:5, :, 1:6], array)  # (8 - 3) // 2 = 2 before, 3 after; (8 - 5) // 2 = 1
+    assert np.all(padded[:2] == -1.0) and np.all(padded[5:] == -1.0) and np.all(padded[:, :, 6:] == -1.0)
+    assert pad_to_shape(array, (3, 64, 5), 0.0) is array  # nothing short: the array itself
+    mask = pad_to_shape(np.ones((2, 2, 2), dtype=np.uint8), (4, 4, 4), 0)
+    assert mask.dtype == np.uint8 and int(mask.sum()) == 8 and mask[1:3, 1:3, 1:3].all()

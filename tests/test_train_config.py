@@ -9,6 +9,7 @@ import yaml
 from synthct.train.config import (
     ConfigError,
     apply_overrides,
+    bundled_configs,
     config_from_dict,
     diff_configs,
     dump_config,
@@ -102,3 +103,95 @@ def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(CONFIGS / name)
     if name == "paper.yaml":
         assert config == config_from_dict({})  # the paper's values are the defaults
+
+
+def test_bundled_configs_by_name(tmp_path: Path) -> None:
+    assert load_config("paper") == load_config("paper.yaml") == load_config(CONFIGS / "paper.yaml")
+    assert load_config("tiny") == load_config(CONFIGS / "tiny.yaml")
+    own = tmp_path / "paper"  # a file wins over the bundled name
+    own.write_text("train:\n  epochs: 3\n", encoding="utf-8")
+    assert load_config(own).train.epochs == 3
+    bundled = bundled_configs()
+    assert {"paper", "cpu_smoke", "tiny"} <= set(bundled)
+    assert bundled == sorted(path.stem for path in CONFIGS.glob("*.yaml"))
+    with pytest.raises(ConfigError, match=rf"nosuch: config file not found.*\(bundled: {', '.join(bundled)}\)"):
+        load_config("nosuch")
+    with pytest.raises(ConfigError, match=r"bundled: .*paper"):
+        load_config(tmp_path / "missing" / "paper.yaml")  # a path to a missing file is not a bundled name
+
+
+def test_train_cli_resolves_a_bundled_name(tmp_path: Path) -> None:
+    import argparse
+
+    from synthct.train.cli import _resolve_config, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", "cpu_smoke", "--region", "Head and Neck", "--out", str(tmp_path)])
+    config = _resolve_config(args)
+    assert config == load_config(CONFIGS / "cpu_smoke.yaml", assignments={"region": "hn"})
+    with pytest.raises(ConfigError, match=r"papr: config file not found.*bundled: .*paper"):
+        _resolve_config(parser.parse_args(["--config", "papr", "--region", "brain", "--out", str(tmp_path)]))
+
+
+def test_issue_19_schema_defaults_are_todays_behaviour() -> None:
+    config = config_from_dict({})
+    assert config.model.architecture == "swinunetr"
+    assert config.model.resenc.features_per_stage == [32, 64, 128, 256, 320]
+    assert config.model.resenc.blocks_per_stage == [1, 3, 4, 6, 6] and config.model.resenc.upsample == "trilinear"
+    assert config.loss.l1_mask == "none" and config.data.mr_normalisation.rule == "max"
+    assert (config.optim.name, config.optim.schedule, config.optim.grad_clip) == ("adamw", "constant", 0.0)
+    augment = config.data.augment
+    assert augment.mirror is False
+    assert (augment.gamma_probability, augment.bias_field_probability, augment.noise_probability,
+            augment.lowres_probability) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_issue_19_schema_accepts_its_values() -> None:
+    config = load_config(None, ["model.architecture=resenc_unet", "model.resenc.features_per_stage=[16, 32, 64, 128]",
+                                "model.resenc.blocks_per_stage=[1, 2, 2, 2]", "model.resenc.upsample=transposed",
+                                "loss.l1_mask=body", "data.mr_normalisation=zscore", "optim.name=sgd",
+                                "optim.schedule=poly", "optim.grad_clip=12", "data.augment.mirror=true",
+                                "data.augment.gamma_probability=0.3", "data.augment.lowres_probability=0.25"])
+    assert config.model.architecture == "resenc_unet" and config.model.resenc.upsample == "transposed"
+    assert config.model.resenc.features_per_stage == [16, 32, 64, 128]
+    assert config.data.mr_normalisation.rule == "zscore" and config.loss.l1_mask == "body"
+    assert (config.optim.name, config.optim.schedule, config.optim.grad_clip) == ("sgd", "poly", 12.0)
+    assert config.data.augment.mirror is True and config.data.augment.gamma_probability == 0.3
+    assert config_from_dict(config.to_dict()) == config  # what a checkpoint stores rebuilds the same config
+    assert config_from_dict({"optim": {"grad_clip": None}}).optim.grad_clip is None
+    percentile = config_from_dict({"data": {"mr_normalisation": {"rule": "percentile", "percentile": 99.0}}})
+    assert percentile.data.mr_normalisation.percentile == 99.0
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model": {"architecture": "unet"}}, r"model\.architecture: 'unet' is not one of 'swinunetr', 'resenc_unet'"),
+        ({"model": {"resenc": {"upsample": "nearest"}}}, r"model\.resenc\.upsample: 'nearest' is not one of"),
+        ({"model": {"resenc": {"features_per_stage": [32, 0]}}}, r"features_per_stage\[1\]: 0 is out of range"),
+        ({"model": {"resenc": {"blocks_per_stage": [1, 2]}}}, r"features_per_stage has 5 stages, blocks_per_stage 2"),
+        ({"model": {"resenc": {"depth": 3}}}, r"unknown config key 'model\.resenc\.depth'"),
+        ({"loss": {"l1_mask": "brain"}}, r"loss\.l1_mask: 'brain' is not one of 'body', 'none'"),
+        ({"data": {"mr_normalisation": {"rule": "mean"}}}, r"rule: 'mean' is not one of 'max', 'percentile', 'zscore'"),
+        ({"data": {"mr_normalisation": "minmax"}}, r"data\.mr_normalisation\.rule: 'minmax' is not one of"),
+        ({"data": {"mr_normalisation": {"percentile": 0}}}, r"percentile: 0\.0 is out of range \(must be > 0\.0\)"),
+        ({"optim": {"name": "adam"}}, r"optim\.name: 'adam' is not one of 'adamw', 'sgd'"),
+        ({"optim": {"schedule": "step"}}, r"optim\.schedule: 'step' is not one of 'constant', 'cosine', 'poly'"),
+        ({"optim": {"grad_clip": -1}}, r"optim\.grad_clip: -1\.0 is out of range"),
+        ({"optim": {"grad_clip": "big"}}, r"optim\.grad_clip: expected a number"),
+        ({"data": {"augment": {"mirror": "yes"}}}, r"data\.augment\.mirror: expected true or false"),
+        ({"data": {"augment": {"noise_probability": 1.5}}}, r"noise_probability: 1\.5 is out of range"),
+        ({"data": {"augment": {"bias_field_probability": -0.1}}}, r"bias_field_probability: -0\.1 is out of range"),
+    ],
+)
+def test_issue_19_schema_rejects_bad_values(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_several_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict({"train": {"epochs": 0, "amp": "fp8"}, "bogus": 1})
+    text = str(caught.value)
+    assert "train.epochs: 0 is out of range" in text and "train.amp: 'fp8'" in text and "'bogus'" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -265,3 +266,37 @@ def test_calibrated_summary_uses_the_package_limit(recorded: Path, ood_inputs: P
     assert summary["flagged"] == (summary["mean_hu"] > calibration["case_limit_hu"])
     assert summary["voxel_level_hu"] == calibration["voxel_level_hu"] and 0.0 <= summary["above_voxel_level"] <= 1.0
     assert "calibration" not in summary
+
+
+def test_tta_and_uncertainty_share_their_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tta and --uncertainty in one run: each distinct member is predicted once, the spread is the uncertainty
+    mode's alone, and the mean is over the TTA members alone."""
+    from synthct import trust as trust_module
+
+    rng = np.random.default_rng(0)
+    volume = rng.uniform(-1, 1, (20, 24, 28)).astype(np.float32)
+    mask = np.ones(volume.shape, dtype=bool)
+
+    def predictor(batch: np.ndarray) -> np.ndarray:  # not flip-equivariant: a neighbour along x counts
+        return np.tanh(batch + 0.5 * np.roll(batch, 1, axis=-1))
+
+    engine = {"patch_size": (32, 32, 32), "overlap": 0.5, "batch_size": 2}
+    plain = trust_module.sliding_window_predict(volume, predictor, mask=mask, **engine)
+    calls: list[trust_module.Member] = []
+    original = trust_module.member_predict
+
+    def counting(*args: Any, **kwargs: Any) -> np.ndarray:
+        calls.append(args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trust_module, "member_predict", counting)
+    tta = trust_module.mirror_members(3)
+    spread_members = UNCERTAINTY_MODES["mirror3"]
+    mean, spread = trust_module.tta_predict(volume, mask, plain, predictor, tta, spread_members, **engine)
+    assert sorted(m.label() for m in calls) == ["flip x", "flip y", "flip z"]  # x and y shared, z for the spread
+    members = {m: original(volume, mask, predictor, m, **engine) for m in set(calls)}
+    np.testing.assert_allclose(mean, (plain + members[tta[1]] + members[tta[2]]) / 3, atol=1e-6)
+    stack = np.stack([plain, *(members[m] for m in spread_members)])
+    assert spread is not None
+    np.testing.assert_allclose(spread, stack.std(axis=0) * trust_module.HU_PER_UNIT, atol=1e-2)
+    assert float(spread.max()) > 1.0

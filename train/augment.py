@@ -1,4 +1,5 @@
-"""Batched affine augmentation on the training device: one ``grid_sample`` per batch and volume kind.
+"""Batched augmentation on the training device: affine (one ``grid_sample`` per batch and volume kind), then
+mirroring and MR intensity changes (:func:`apply_batch_intensity`: gamma, bias field, noise, low resolution).
 
 The loader hands over, per patch, a crop larger than the patch (``AUGMENT_MARGIN`` of the patch on each side) and
 the 4 × 4 affine of the patch's rotation / scale / translation (or none); here every augmented patch of the batch
@@ -68,4 +69,89 @@ def apply_batch_affine(batch: dict[str, torch.Tensor], patch_size: Sequence[int]
     out["mr"][chosen] = resampled[:, :1].to(out["mr"].dtype)
     out["ct"][chosen] = resampled[:, 1:].to(out["ct"].dtype)
     out["mask"][chosen] = mask.to(out["mask"].dtype)
+    return out
+
+
+# ------------------------------------------------------------------------------------- mirroring and intensity
+GAMMA_RANGE = (0.7, 1.5)
+"""Gamma of the MR, uniform in this range (nnU-Net's). The MR intensity changes act on the patch's MR rescaled to
+[0, 1] by its own minimum and maximum and map back to that range, whatever the normalisation rule (max, percentile:
+[-1, 1]; zscore: unbounded)."""
+BIAS_FIELD_STD = 0.3
+"""Standard deviation of the log bias field's coarse (4³) control values: the field is ``exp`` of their trilinear
+up-sampling, ≈ ±30 % intensity variation over a patch."""
+BIAS_FIELD_GRID = 4
+NOISE_STD_MAX = 0.025
+"""Gaussian noise on the MR: σ uniform in (0, this] of the patch's MR range (min to max)."""
+LOWRES_ZOOM = (0.5, 1.0)
+"""Low-resolution simulation: the MR is down-sampled by a factor uniform in this range (per patch, all axes), then
+up-sampled back (trilinear both ways)."""
+
+
+def _chance(probability: float, count: int) -> list[bool]:
+    if probability <= 0.0:
+        return [False] * count
+    return [bool(v) for v in (torch.rand(count) < probability).tolist()]
+
+
+def _bias_field(shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """A smooth multiplicative field (1, 1, *shape), ``exp`` of up-sampled coarse Gaussian control values."""
+    coarse = torch.randn((1, 1, *(BIAS_FIELD_GRID,) * 3), device=device) * BIAS_FIELD_STD
+    return torch.exp(F.interpolate(coarse, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=True))
+
+
+def _low_resolution(volume: torch.Tensor, zoom: float) -> torch.Tensor:
+    shape = volume.shape[2:]
+    small = [max(1, round(int(n) * zoom)) for n in shape]
+    down = F.interpolate(volume, size=small, mode="trilinear", align_corners=False)
+    return F.interpolate(down, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=False)
+
+
+def apply_batch_intensity(batch: dict[str, torch.Tensor], mirror: bool = False, gamma_probability: float = 0.0,
+                          bias_field_probability: float = 0.0, noise_probability: float = 0.0,
+                          lowres_probability: float = 0.0) -> dict[str, torch.Tensor]:
+    """Mirroring and MR intensity augmentation of a batch of patches (``mr``, ``ct``, ``mask``: (B, 1, z, y, x),
+    normalised, on any device), drawn per patch from torch's global RNG (seeded and checkpointed by the
+    trainer); returns new tensors, the input is not changed.
+
+    mirror: each axis (z, y, x) flipped with probability ½, MR, CT and mask alike. On the MR only, each with its
+    probability: gamma (:data:`GAMMA_RANGE`), a smooth multiplicative bias field, Gaussian noise, a low-resolution
+    copy (down- then up-sampled); the MR stays within the patch's own range. All off by default: the batch comes
+    back unchanged.
+    """
+    out = dict(batch)
+    count = int(batch["mr"].shape[0])
+    mr = batch["mr"]
+    if mirror:
+        flips = (torch.rand(count, 3) < 0.5).tolist()
+        if any(any(row) for row in flips):
+            for key in ("mr", "ct", "mask"):
+                rows = [torch.flip(out[key][i], [1 + a for a in range(3) if flips[i][a]]) if any(flips[i])
+                        else out[key][i] for i in range(count)]
+                out[key] = torch.stack(rows)
+            mr = out["mr"]
+    draws = [_chance(p, count) for p in (gamma_probability, bias_field_probability, noise_probability,
+                                         lowres_probability)]
+    if not any(any(d) for d in draws):
+        return out
+    rows = []
+    for i in range(count):
+        patch = mr[i:i + 1].float()
+        low, high = float(patch.min()), float(patch.max())
+        if not high > low or not any(d[i] for d in draws):  # a constant patch has no contrast to change
+            rows.append(mr[i:i + 1])
+            continue
+        unit = (patch - low) / (high - low)
+        if draws[0][i]:
+            gamma = float(torch.empty(1).uniform_(*GAMMA_RANGE))
+            unit = unit.pow(gamma)
+        if draws[1][i]:
+            unit = unit * _bias_field(unit.shape[2:], unit.device)
+        if draws[2][i]:
+            sigma = float(torch.empty(1).uniform_(0.0, NOISE_STD_MAX))
+            unit = unit + torch.randn(unit.shape, device=unit.device) * sigma
+        if draws[3][i]:
+            unit = _low_resolution(unit.clamp(0.0, 1.0), float(torch.empty(1).uniform_(*LOWRES_ZOOM)))
+        rows.append((unit.clamp(0.0, 1.0) * (high - low) + low).to(mr.dtype))
+    out["mr"] = torch.cat(rows)
     return out

@@ -91,3 +91,36 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
     return checkpoint
+
+
+def checkpoint_architecture(checkpoint: Mapping[str, Any]) -> str:
+    """The generator architecture a checkpoint holds: its config's ``model.architecture`` (swinunetr for checkpoints
+    from before the choice existed)."""
+    from synthct.train.models import DEFAULT_ARCHITECTURE
+
+    config = checkpoint.get("config") or {}
+    model = config.get("model") if isinstance(config, Mapping) else None
+    return str((model or {}).get("architecture") or DEFAULT_ARCHITECTURE)
+
+
+def require_architecture(checkpoint: Mapping[str, Any], model_config: Mapping[str, Any],
+                         where: str | os.PathLike[str]) -> None:
+    """Raise :class:`CheckpointError` naming both architectures when the checkpoint's generator (its recorded
+    architecture, or its weights' parameter names) is not the one ``model_config`` builds."""
+    from synthct.train.models import ArchitectureError, architecture_of, check_generator_state
+
+    try:
+        expected = architecture_of(model_config)
+    except ArchitectureError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    found = checkpoint_architecture(checkpoint)
+    if found != expected:
+        raise CheckpointError(f"{where}: the checkpoint holds a {found!r} generator but this run builds a {expected!r} "
+                              f"one (model.architecture); a {found} checkpoint cannot be loaded into a {expected} "
+                              f"network: keep model.architecture: {found}, or start a new run")
+    state = checkpoint.get("generator")
+    if isinstance(state, Mapping):
+        try:
+            check_generator_state(state, model_config, str(where))
+        except ArchitectureError as exc:
+            raise CheckpointError(str(exc)) from exc

@@ -1,6 +1,6 @@
 """``synthct train``: train the 3D Pix2Pix (SwinUNETR generator) on paired MR/CT of one region.
 
-    synthct train --config configs/paper.yaml --data DIR --region brain --out runs/NAME [--set key=value ...]
+    synthct train --config paper --data DIR --region brain --out runs/NAME [--set key=value ...]
                   [--split split.json] [--resume]
 
 Distributed: ``torchrun --nproc_per_node N -m synthct train ...`` (gloo on CPU, NCCL on CUDA). torch is imported
@@ -27,8 +27,9 @@ EXIT_DIVERGED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (defaults: the paper's values); optional with "
-                        "--resume, which starts from the checkpoint's config")
+    parser.add_argument("--config", help="YAML config file, or the name of a bundled one (paper, cpu_smoke, tiny: "
+                        "configs/NAME.yaml); defaults: the paper's values; optional with --resume, which starts "
+                        "from the checkpoint's config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr_generator=2e-4 (repeatable; YAML values)")
     parser.add_argument("--data", type=Path, help="dataset folder (SynthRAD layout; see synthct data)")
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _resolve_config(args: argparse.Namespace) -> Config:
     from synthct.train.config import ConfigError, diff_configs, load_config
 
-    from synthct.dataset import canonical_region
+    from synthct.regions import canonical_region
 
     base = None
     checkpoint_config = None
@@ -56,7 +57,7 @@ def _resolve_config(args: argparse.Namespace) -> Config:
         checkpoint_config = load_checkpoint(last)["config"]
         base = checkpoint_config
     elif args.config is None:
-        raise ConfigError("--config FILE is required (configs/paper.yaml holds the paper's values)")
+        raise ConfigError("--config FILE|NAME is required (--config paper: the paper's values)")
     assignments: dict[str, str] = {}
     if args.data is not None:
         assignments["data.root"] = str(args.data.resolve())

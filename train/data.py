@@ -27,6 +27,7 @@ from synthct.train.config import AugmentConfig, Config
 from synthct.cache import MAX_FOREGROUND_INDICES, CachedCase, release_pages
 from synthct.dataset import CaseVolumes
 from synthct.intensity import normalise_ct, normalise_mr
+from synthct.sliding_window import pad_to_shape
 
 Shape3 = tuple[int, int, int]
 WORKER_START = "forkserver"
@@ -107,14 +108,9 @@ class PatchSpec:
 
 
 def pad_to_patch(array: np.ndarray, patch_size: Sequence[int], value: float) -> np.ndarray:
-    """``array`` padded (evenly on both sides) with ``value`` so that every axis is at least the patch size."""
-    pad = []
-    for size, patch in zip(array.shape, patch_size, strict=True):
-        missing = max(0, int(patch) - size)
-        pad.append((missing // 2, missing - missing // 2))
-    if not any(before or after for before, after in pad):
-        return array
-    return np.pad(array, pad, mode="constant", constant_values=value)
+    """``array`` padded (evenly on both sides) with ``value`` so that every axis is at least the patch size
+    (:func:`synthct.sliding_window.pad_to_shape`)."""
+    return pad_to_shape(array, patch_size, value)
 
 
 def normalised_mr(case: CaseVolumes, config: Config) -> np.ndarray:

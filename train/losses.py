@@ -1,4 +1,5 @@
-"""The paper's loss (eq. 2, SPEC §3): ``L = mean(|W|·|G−P|) + α·(1−SSIM(P, G)) + λ·L_GAN``, ``W = (1+G)/2``.
+"""The paper's loss (eq. 2, SPEC §3): ``L = mean(|W|·|G−P|) + α·(1−SSIM(P, G)) + λ·L_GAN``, ``W = (1+G)/2``;
+the second recipe's masked L1 (the mean taken inside the body mask only) through the same function.
 
 G = ground-truth CT, P = predicted CT, both normalised to [-1, 1], tensors (B, 1, z, y, x). Every term is
 returned separately so that it can be logged. SSIM is computed in float32 whatever the autocast dtype.
@@ -34,10 +35,15 @@ def voxel_weight(ct_normalised: torch.Tensor, weighting: Weighting = "paper", fl
 
 
 def weighted_l1(prediction: torch.Tensor, target: torch.Tensor, weighting: Weighting = "paper",
-                floor: float = 0.1) -> torch.Tensor:
-    """``mean(|W| · |target − prediction|)`` over every voxel of the batch (scalar)."""
+                floor: float = 0.1, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(|W| · |target − prediction|)`` over every voxel of the batch (scalar); with ``mask`` (1 inside the
+    body, 0 outside, same shape) the mean over the body's voxels only (0 for a batch without a body voxel)."""
     weight = voxel_weight(target, weighting, floor)
-    return (weight.abs() * (target - prediction).abs()).mean()
+    error = weight.abs() * (target - prediction).abs()
+    if mask is None:
+        return error.mean()
+    inside = (mask > 0.5).to(error.dtype)
+    return (error * inside).sum() / inside.sum().clamp_min(1.0)
 
 
 def _window_1d(size: int, kernel: Literal["uniform", "gaussian"], sigma: float, device: torch.device) -> torch.Tensor:
@@ -135,14 +141,17 @@ def discriminator_gan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
 def generator_loss(prediction: torch.Tensor, target: torch.Tensor, fake_logits: torch.Tensor | None, *,
                    alpha: float, lambda_gan: float, weighting: Weighting = "paper", floor: float = 0.1,
                    gan_mode: GanMode = "lsgan", ssim_window: int = 7,
-                   ssim_kernel: Literal["uniform", "gaussian"] = "uniform") -> dict[str, torch.Tensor]:
+                   ssim_kernel: Literal["uniform", "gaussian"] = "uniform",
+                   mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every term of eq. 2 and their sum: ``{"l1", "ssim", "gan", "total"}`` (scalars, float32).
 
-    With ``fake_logits`` None (GAN warm-up or λ = 0) the GAN term is 0 and not part of the graph.
+    With ``fake_logits`` None (GAN warm-up or λ = 0) the GAN term is 0 and not part of the graph. With ``mask``
+    (the body mask of the patches, ``loss.l1_mask: body``) the L1 term is the mean inside the body only (masked
+    L1 in normalised HU, the SynthRAD winners' loss); SSIM stays over the whole patch.
     """
     prediction = prediction.float()
     target = target.float()
-    l1 = weighted_l1(prediction, target, weighting, floor)
+    l1 = weighted_l1(prediction, target, weighting, floor, None if mask is None else mask.float())
     if alpha > 0:
         ssim_term = ssim_loss(prediction, target, ssim_window, ssim_kernel)
         total = l1 + alpha * ssim_term

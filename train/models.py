@@ -1,7 +1,9 @@
-"""Generator (MONAI SwinUNETR, output squashed to -1…1) and the conditional 3D PatchGAN discriminator.
+"""Generators (MONAI SwinUNETR, or the residual-encoder U-Net of :mod:`synthct.train.resenc`; both end in tanh:
+normalised CT in -1…1) and the conditional 3D PatchGAN discriminator.
 
-Tensors are (batch, channel, z, y, x). Both networks are built from the ``model`` section of the training
-config, so a checkpoint (which stores that config) rebuilds exactly the network it holds.
+Tensors are (batch, channel, z, y, x). The networks are built from the ``model`` section of the training config
+(``model.architecture`` picks the generator), so a checkpoint (which stores that config) rebuilds exactly the
+network it holds; :func:`state_architecture` tells from a state dict's keys which generator it belongs to.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from typing import Any
 
 import torch
 from monai.networks.nets import SwinUNETR
+from synthct.train.resenc import ResEncUNet
 from torch import nn
+
+ARCHITECTURES = ("swinunetr", "resenc_unet")
+"""Values of ``model.architecture``."""
+DEFAULT_ARCHITECTURE = "swinunetr"
+
+
+class ArchitectureError(ValueError):
+    """An unknown ``model.architecture``, or weights of one generator offered to the other (names both)."""
 
 
 class Generator(nn.Module):
@@ -74,9 +85,57 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([mr, ct], dim=1))
 
 
-def build_generator(model_config: Mapping[str, Any]) -> Generator:
-    """The generator described by the config's ``model`` section (keys: feature_size, depths, num_heads,
-    use_v2, use_checkpoint; missing keys take the defaults)."""
+def architecture_of(model_config: Mapping[str, Any]) -> str:
+    """``model.architecture`` of a config's ``model`` section (default swinunetr: checkpoints from before the choice
+    existed); an unknown value raises :class:`ArchitectureError` listing the known ones."""
+    architecture = model_config.get("architecture") or DEFAULT_ARCHITECTURE
+    if architecture not in ARCHITECTURES:
+        raise ArchitectureError(f"unknown model.architecture {architecture!r} (known: {', '.join(ARCHITECTURES)})")
+    return str(architecture)
+
+
+def architecture_settings(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture and the settings that shape its generator (what a checkpoint and a package record)."""
+    architecture = architecture_of(model_config)
+    if architecture == "resenc_unet":
+        resenc = dict(model_config.get("resenc") or {})
+        keys = ("features_per_stage", "blocks_per_stage", "upsample")
+        return {"architecture": architecture, **{k: resenc[k] for k in keys if k in resenc}}
+    keys = ("feature_size", "depths", "num_heads", "use_v2")
+    return {"architecture": architecture, **{k: model_config[k] for k in keys if k in model_config}}
+
+
+def state_architecture(state: Mapping[str, Any]) -> str | None:
+    """Which generator a state dict belongs to, from its parameter names (None: neither)."""
+    names = list(state)
+    if names and all(name.startswith("net.") for name in names):
+        return "swinunetr"
+    if any(name.startswith("stem.") for name in names) and any(name.startswith("encoder.") for name in names):
+        return "resenc_unet"
+    return None
+
+
+def check_generator_state(state: Mapping[str, Any], model_config: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`ArchitectureError` when ``state`` holds the other architecture's generator than the config's."""
+    expected = architecture_of(model_config)
+    found = state_architecture(state)
+    if found is not None and found != expected:
+        raise ArchitectureError(f"{where}: the weights are a {found!r} generator, but model.architecture is "
+                                f"{expected!r}; a {found} checkpoint cannot be loaded into a {expected} network "
+                                f"(set model.architecture: {found}, or train a {expected} model)")
+
+
+def build_generator(model_config: Mapping[str, Any]) -> nn.Module:
+    """The generator described by the config's ``model`` section: ``architecture`` swinunetr (keys feature_size,
+    depths, num_heads, use_v2, use_checkpoint) or resenc_unet (``resenc``: features_per_stage, blocks_per_stage,
+    upsample); missing keys take the defaults."""
+    if architecture_of(model_config) == "resenc_unet":
+        resenc = model_config.get("resenc") or {}
+        return ResEncUNet(
+            features_per_stage=tuple(resenc.get("features_per_stage", (32, 64, 128, 256, 320))),
+            blocks_per_stage=tuple(resenc.get("blocks_per_stage", (1, 3, 4, 6, 6))),
+            upsample=resenc.get("upsample", "trilinear"),
+        )
     return Generator(
         feature_size=int(model_config.get("feature_size", 24)),
         depths=tuple(model_config.get("depths", (2, 2, 2, 2))),

@@ -4,7 +4,9 @@
 One step: the generator predicts the CT of a batch of MR patches; the generator loss (eq. 2) is computed with the
 discriminator frozen and the discriminator loss on (MR, CT) vs (MR, P.detach()) pairs, from the same
 discriminator state; both losses are checked for NaN/inf on every rank before any weight changes; then both
-networks take an AdamW step. Used by the loop (train.trainer) and the benchmarks.
+networks take an optimiser step (the generator's AdamW or SGD + Nesterov, ``optim.name``; the discriminator's
+AdamW). With ``loss.lambda_gan`` 0 the discriminator is neither built nor stepped (the regression recipe). Used by the
+loop (train.trainer) and the benchmarks.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ class StepModels:
     """What a training step needs (also used by benchmarks/bench_train.py)."""
 
     generator: torch.nn.Module
-    discriminator: torch.nn.Module
+    discriminator: torch.nn.Module | None
+    """None when the run never uses the adversarial term (``loss.lambda_gan`` 0)."""
     generator_ddp: torch.nn.Module
-    discriminator_ddp: torch.nn.Module
+    discriminator_ddp: torch.nn.Module | None
     optimizer_g: torch.optim.Optimizer
-    optimizer_d: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer | None
     scaler: torch.amp.GradScaler
     device: torch.device
     amp_dtype: torch.dtype | None
@@ -80,29 +83,60 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
     raise ConfigError(f"train.amp: unknown value {amp!r}")
 
 
+SGD_MOMENTUM = 0.99
+"""nnU-Net's SGD: Nesterov momentum 0.99 (its weight decay, 3e-5, is ``optim.weight_decay`` in configs/resenc.yaml)."""
+OPTIMIZERS = ("adamw", "sgd")
+POLY_EXPONENT = 0.9
+"""nnU-Net's poly learning-rate schedule: ``lr · (1 − progress)^0.9``."""
+
+
+def uses_gan(config: Config) -> bool:
+    """Whether the run ever trains with the adversarial term (and so needs a discriminator)."""
+    return config.loss.lambda_gan > 0
+
+
+def make_generator_optimizer(parameters: Any, config: Config, device: torch.device) -> torch.optim.Optimizer:
+    """The generator's optimiser, ``optim.name``: adamw (betas, weight decay of the config; fused on CUDA) or sgd
+    (Nesterov, momentum :data:`SGD_MOMENTUM`, the config's weight decay)."""
+    optim = config.optim
+    name = optim.name
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=optim.lr_generator, momentum=SGD_MOMENTUM, nesterov=True,
+                               weight_decay=optim.weight_decay)
+    if name != "adamw":
+        raise ConfigError(f"optim.name: unknown optimiser {name!r} (known: {', '.join(OPTIMIZERS)})")
+    fused = {"fused": True} if optim.fused and device.type == "cuda" else {}
+    return torch.optim.AdamW(parameters, lr=optim.lr_generator, betas=tuple(optim.betas),
+                             weight_decay=optim.weight_decay, **fused)
+
+
 def build_step_models(config: Config, device: torch.device, info: DistInfo | None = None) -> StepModels:
-    """Generator, discriminator (DDP-wrapped when distributed), AdamW optimisers and the GradScaler."""
+    """Generator, discriminator (only when ``loss.lambda_gan`` > 0; DDP-wrapped when distributed), optimisers
+    (:func:`make_generator_optimizer`; AdamW for the discriminator) and the GradScaler."""
     info = info or DistInfo()
     model_config = config.to_dict()["model"]
     generator = build_generator(model_config).to(device)
-    discriminator = build_discriminator(model_config).to(device)
+    discriminator = build_discriminator(model_config).to(device) if uses_gan(config) else None
     if config.train.channels_last:
         generator = generator.to(memory_format=torch.channels_last_3d)
-        discriminator = discriminator.to(memory_format=torch.channels_last_3d)
+        if discriminator is not None:
+            discriminator = discriminator.to(memory_format=torch.channels_last_3d)
     optim = config.optim
     fused = {"fused": True} if optim.fused and device.type == "cuda" else {}
-    optimizer_g = torch.optim.AdamW(generator.parameters(), lr=optim.lr_generator, betas=tuple(optim.betas),
-                                    weight_decay=optim.weight_decay, **fused)
-    optimizer_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.lr_discriminator, betas=tuple(optim.betas),
-                                    weight_decay=optim.weight_decay, **fused)
+    optimizer_g = make_generator_optimizer(generator.parameters(), config, device)
+    optimizer_d = None
+    if discriminator is not None:
+        optimizer_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.lr_discriminator,
+                                        betas=tuple(optim.betas), weight_decay=optim.weight_decay, **fused)
     amp_dtype, use_scaler = resolve_amp(config.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     generator_ddp: torch.nn.Module = generator
-    discriminator_ddp: torch.nn.Module = discriminator
+    discriminator_ddp: torch.nn.Module | None = discriminator
     if info.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
         generator_ddp = DistributedDataParallel(generator, device_ids=device_ids)
-        discriminator_ddp = DistributedDataParallel(discriminator, device_ids=device_ids)
+        if discriminator is not None:
+            discriminator_ddp = DistributedDataParallel(discriminator, device_ids=device_ids)
     models = StepModels(generator, discriminator, generator_ddp, discriminator_ddp, optimizer_g, optimizer_d, scaler,
                         device, amp_dtype, channels_last=config.train.channels_last)
     if config.train.compile != "off":
@@ -123,8 +157,9 @@ def compile_models(models: StepModels, mode: str) -> None:
     options = {"mode": mode} if mode != "default" else {}
     try:
         models.generator_train = torch.compile(models.generator_ddp, **options)
-        models.discriminator_train = torch.compile(models.discriminator_ddp, **options)
-        models.discriminator_frozen = torch.compile(models.discriminator, **options)
+        if models.discriminator is not None and models.discriminator_ddp is not None:
+            models.discriminator_train = torch.compile(models.discriminator_ddp, **options)
+            models.discriminator_frozen = torch.compile(models.discriminator, **options)
         models.compiled = mode
     except Exception as exc:  # an unsupported platform or backend: train eagerly
         log.warning("torch.compile(mode=%s) is not available here (%s): training eagerly", mode, exc)
@@ -151,45 +186,61 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
 
 
 def train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: Config, use_gan: bool,
-               all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
-    """One optimisation step of both networks on a batch (B, 1, z, y, x) of normalised MR / CT patches.
+               all_finite: Callable[[bool], bool] | None = None, mask: torch.Tensor | None = None) -> dict[str, float]:
+    """One optimisation step of both networks on a batch (B, 1, z, y, x) of normalised MR / CT patches; ``mask``
+    (the patches' body mask) is used by the L1 term with ``loss.l1_mask: body``.
 
     Returns the loss terms as floats (``l1``, ``ssim``, ``gan``, ``total`` of the generator, ``d`` of the
     discriminator). Raises :class:`TrainingDiverged` before any weight update if a loss is not finite on any rank
     (``all_finite`` combines the ranks' verdicts). With compiled networks, a step that fails to compile is redone
     eagerly and the run continues eagerly.
     """
+    if use_gan and models.discriminator is None:
+        raise ConfigError("a GAN step was asked for, but no discriminator was built (loss.lambda_gan is 0)")
     if models.compiled == "off":
-        return _train_step(models, mr, ct, config, use_gan, all_finite)
+        return _train_step(models, mr, ct, config, use_gan, all_finite, mask)
     try:
-        return _train_step(models, mr, ct, config, use_gan, all_finite)
+        return _train_step(models, mr, ct, config, use_gan, all_finite, mask)
     except TrainingDiverged:
         raise
     except Exception as exc:
         log.warning("compiled step failed (%s: %s): falling back to eager for the rest of the run",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         models.use_eager()
-        return _train_step(models, mr, ct, config, use_gan, all_finite)
+        return _train_step(models, mr, ct, config, use_gan, all_finite, mask)
+
+
+def l1_mask_of(config: Config, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask the L1 term averages over: the patches' body mask with ``loss.l1_mask: body``, else None."""
+    if config.loss.l1_mask != "body":
+        return None
+    if mask is None:
+        raise ConfigError("loss.l1_mask is 'body' but the training step got no body mask")
+    return mask
 
 
 def _train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: Config, use_gan: bool,
-                all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
+                all_finite: Callable[[bool], bool] | None = None, mask: torch.Tensor | None = None
+                ) -> dict[str, float]:
     loss_config = config.loss
+    body = l1_mask_of(config, mask)
     models.optimizer_g.zero_grad(set_to_none=True)
-    models.optimizer_d.zero_grad(set_to_none=True)
-    assert models.generator_train is not None and models.discriminator_train is not None
-    assert models.discriminator_frozen is not None
+    if models.optimizer_d is not None:
+        models.optimizer_d.zero_grad(set_to_none=True)
+    assert models.generator_train is not None
     with _autocast(models):
         prediction = models.generator_train(mr)
         fake_logits = None
         if use_gan:
+            assert models.discriminator is not None and models.discriminator_frozen is not None
+            assert models.discriminator_train is not None
             _set_requires_grad(models.discriminator, False)
             fake_logits = models.discriminator_frozen(mr, prediction)
             _set_requires_grad(models.discriminator, True)
         terms = losses.generator_loss(
             prediction, ct, fake_logits, alpha=loss_config.alpha, lambda_gan=loss_config.lambda_gan,
             weighting=loss_config.weighting, floor=loss_config.weight_floor, gan_mode=loss_config.gan_mode,
-            ssim_window=loss_config.ssim_window, ssim_kernel=loss_config.ssim_kernel,
+            ssim_window=loss_config.ssim_window, ssim_kernel=loss_config.ssim_kernel, mask=body,
         )
         loss_d = None
         if use_gan:
@@ -210,14 +261,16 @@ def _train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: 
     if loss_d is not None:
         scaler.scale(loss_d).backward()
     clip = config.optim.grad_clip
-    if clip > 0:
+    if clip:  # None or 0: no clipping
         scaler.unscale_(models.optimizer_g)
         torch.nn.utils.clip_grad_norm_(models.generator.parameters(), clip)
         if loss_d is not None:
+            assert models.optimizer_d is not None and models.discriminator is not None
             scaler.unscale_(models.optimizer_d)
             torch.nn.utils.clip_grad_norm_(models.discriminator.parameters(), clip)
     scaler.step(models.optimizer_g)
     if loss_d is not None:
+        assert models.optimizer_d is not None
         scaler.step(models.optimizer_d)
     scaler.update()
     return values
@@ -225,11 +278,14 @@ def _train_step(models: StepModels, mr: torch.Tensor, ct: torch.Tensor, config: 
 
 def lr_factor(config: Config, step: int, progress: float) -> float:
     """Learning-rate multiplier at ``step`` (0-based, the step about to be taken) and run ``progress`` in [0, 1]:
-    linear warm-up over ``optim.warmup_steps``, then constant (paper) or cosine decay to ``min_lr_fraction``."""
+    linear warm-up over ``optim.warmup_steps``, then constant (paper), cosine decay to ``min_lr_fraction``, or
+    nnU-Net's poly ``(1 − progress)^0.9`` (progress = step / max_steps, or the time budget's share when larger)."""
     optim = config.optim
     factor = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
+    progress = min(max(progress, 0.0), 1.0)
     if optim.schedule == "cosine":
-        progress = min(max(progress, 0.0), 1.0)
         factor *= optim.min_lr_fraction + (1.0 - optim.min_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif optim.schedule == "poly":
+        factor *= (1.0 - progress) ** POLY_EXPONENT
     return factor
 

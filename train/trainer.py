@@ -1,4 +1,5 @@
-"""The training loop: 3D Pix2Pix (SwinUNETR generator, conditional PatchGAN), DDP, checkpoints, validation.
+"""The training loop: 3D Pix2Pix (SwinUNETR or residual-encoder U-Net generator, conditional PatchGAN when
+``loss.lambda_gan`` > 0), DDP, checkpoints, validation.
 
 The loop's parts live beside it: one optimisation step in :mod:`synthct.train.step`, process settings (allocator, heap
 trim, locale, seeding, signals) in :mod:`synthct.train.process`, the wall-clock budget in :mod:`synthct.train.budget`.
@@ -22,13 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from synthct.train.augment import apply_batch_affine
+from synthct.train.augment import apply_batch_affine, apply_batch_intensity
 from synthct.train.budget import Clock, TimeBudget, final_reserve_s
 from synthct.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     capture_rng,
     load_checkpoint,
+    require_architecture,
     restore_rng,
     save_checkpoint,
     versions,
@@ -60,6 +62,7 @@ from synthct.train.step import (
     lr_factor,
     prepare_inputs,
     train_step,
+    uses_gan,
 )
 from synthct.train.validate import ValidationResult, count_windows, make_predictor, slice_grid, validate
 from tqdm import tqdm
@@ -217,10 +220,15 @@ class Trainer:
     def _restore(self, models: StepModels) -> None:
         path = self.run_dir / "last.pt"
         checkpoint = load_checkpoint(path, map_location=models.device)
+        require_architecture(checkpoint, self.config.to_dict()["model"], path)
         models.generator.load_state_dict(checkpoint["generator"])
-        models.discriminator.load_state_dict(checkpoint["discriminator"])
         models.optimizer_g.load_state_dict(checkpoint["optimizer_g"])
-        models.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
+        if models.discriminator is not None and models.optimizer_d is not None:
+            if checkpoint["discriminator"]:
+                models.discriminator.load_state_dict(checkpoint["discriminator"])
+                models.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
+            else:  # the run so far had no adversarial term: the discriminator starts now
+                log.info("%s holds no discriminator (trained with loss.lambda_gan 0): a new one starts", path)
         if checkpoint["scaler"]:
             models.scaler.load_state_dict(checkpoint["scaler"])
         self.step = int(checkpoint["step"])
@@ -257,9 +265,9 @@ class Trainer:
             "format_version": CHECKPOINT_VERSION,
             "config": self.config.to_dict(),
             "generator": self.models.generator.state_dict(),
-            "discriminator": self.models.discriminator.state_dict(),
+            "discriminator": self.models.discriminator.state_dict() if self.models.discriminator is not None else {},
             "optimizer_g": self.models.optimizer_g.state_dict(),
-            "optimizer_d": self.models.optimizer_d.state_dict(),
+            "optimizer_d": self.models.optimizer_d.state_dict() if self.models.optimizer_d is not None else {},
             "scaler": self.models.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
@@ -427,16 +435,17 @@ class Trainer:
                     learning_rate_factor = lr_factor(config, self.step, shared[-1])
                     for optimizer, base in ((models.optimizer_g, config.optim.lr_generator),
                                             (models.optimizer_d, config.optim.lr_discriminator)):
-                        for group in optimizer.param_groups:
+                        for group in optimizer.param_groups if optimizer is not None else []:
                             group["lr"] = base * learning_rate_factor
                     began = self.clock()
-                    use_gan = config.loss.lambda_gan > 0 and self.step >= config.loss.gan_warmup_steps
+                    use_gan = uses_gan(config) and self.step >= config.loss.gan_warmup_steps
                     if on_device:
                         batch = apply_batch_affine({key: value.to(device, non_blocking=True)
                                                     for key, value in batch.items()}, config.data.patch_size)
-                    mr, ct = prepare_inputs(models, batch["mr"], batch["ct"])
+                    batch = self._augment_intensity(batch, device)
+                    mr, ct, mask = prepare_inputs(models, batch["mr"], batch["ct"], batch["mask"])
                     try:
-                        values = train_step(models, mr, ct, config, use_gan, sync)
+                        values = train_step(models, mr, ct, config, use_gan, sync, mask)
                         values["lr"] = config.optim.lr_generator * learning_rate_factor
                     except TrainingDiverged as exc:
                         kept = self.run_dir / "last.pt"
@@ -487,6 +496,17 @@ class Trainer:
         log.info("stopped (%s) at step %d, epoch %d after %.0f s; best validation MAE %s", stopped, self.step,
                  self.epoch, result.seconds, f"{self.best_mae:.2f} HU" if self.best_mae is not None else "n/a")
         return result
+
+    def _augment_intensity(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """Mirroring and MR intensity augmentation (``data.augment``; train.augment), on the training device."""
+        augment = self.config.data.augment
+        settings = {"mirror": augment.mirror, "gamma_probability": augment.gamma_probability,
+                    "bias_field_probability": augment.bias_field_probability,
+                    "noise_probability": augment.noise_probability, "lowres_probability": augment.lowres_probability}
+        if not any(settings.values()):
+            return batch
+        moved = {key: batch[key].to(device, non_blocking=True) for key in ("mr", "ct", "mask")}
+        return apply_batch_intensity(moved, **settings)
 
     def _progress(self, total_steps: int) -> float:
         """Fraction of the run done: the larger of steps done / total steps and, with a time budget, of the

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from synthct.evaluation.dose.config import MODALITIES, DoseConfig
@@ -25,6 +25,11 @@ from synthct.evaluation.dose.structures import (
     user_structures,
     virtual_structures,
 )
+
+if TYPE_CHECKING:
+    from synthct.evaluation.cases import Job
+    from synthct.evaluation.dose.planning import PlanResult
+    from synthct.evaluation.scoring import LoadedCase
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,7 @@ def case_structures(
     return structures
 
 
-def _modality_scores(plan: Any, config: DoseConfig) -> dict[str, Any]:
+def _modality_scores(plan: PlanResult, config: DoseConfig) -> dict[str, Any]:
     from synthct.evaluation.dose.dose_metrics import dose_mae_pct, dvh_differences_pct, dvh_metrics
     from synthct.evaluation.dose.gamma import gamma_pass_rate
 
@@ -176,7 +181,7 @@ def make_dose_evaluator(
 ) -> DoseEvaluator:
     """A callback ``(job, case) -> record fields`` for :func:`synthct.evaluation.scoring.evaluate_jobs`."""
 
-    def evaluate(job: Any, case: Any) -> dict[str, Any]:
+    def evaluate(job: Job, case: LoadedCase) -> dict[str, Any]:
         ct_path = job.ground_truth.ct if job.ground_truth is not None else None
         return evaluate_case_dose(job.case_id, case.ct_hu, case.sct_hu, case.mask, case.spacing_mm, modalities,
                                   config, ct_path, structures_dir, pictures_dir)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from synthct.evaluation.dose.dose_metrics import cumulative_dvh
 from synthct.evaluation.dose.planning import PlanResult
 
@@ -27,7 +28,8 @@ def _plane(volume: np.ndarray, view: int, index: int) -> np.ndarray:
     return (volume[index], volume[:, index, :], volume[:, :, index])[view]
 
 
-def _extent(view: int, shape: tuple[int, ...], spacing: tuple[float, ...], origin: tuple[float, ...]) -> list[float]:
+def _extent(view: int, shape: tuple[int, ...], spacing: tuple[float, ...], origin: tuple[float, ...]
+            ) -> tuple[float, float, float, float]:
     """imshow extent (left, right, bottom, top) in mm of a plane; axial rows y downwards, others z upwards."""
     rows, cols = ((1, 2), (0, 2), (0, 1))[view]
 
@@ -35,7 +37,7 @@ def _extent(view: int, shape: tuple[int, ...], spacing: tuple[float, ...], origi
         return origin[axis] - spacing[axis] / 2, origin[axis] + (shape[axis] - 0.5) * spacing[axis]
 
     (c0, c1), (r0, r1) = span(cols), span(rows)
-    return [c0, c1, r1, r0] if view == 0 else [c0, c1, r0, r1]
+    return (c0, c1, r1, r0) if view == 0 else (c0, c1, r0, r1)
 
 
 def dose_figure(
@@ -62,7 +64,7 @@ def dose_figure(
     figure = Figure(figsize=(12.5, 15.5), layout="constrained")
     grid_spec = figure.add_gridspec(4, 3, height_ratios=[1, 1, 1, 1.1])
     zeros3 = (0.0, 0.0, 0.0)
-    images: dict[int, Any] = {}
+    images: dict[int, AxesImage] = {}
     for view in range(3):
         for column, (anatomy, dose) in enumerate(((ct_hu, plan.ct_gy), (sct_hu, plan.sct_gy), (None, difference))):
             ax = figure.add_subplot(grid_spec[view, column])

@@ -21,12 +21,18 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 from synthct.evaluation.dose.config import DoseConfig
 from synthct.evaluation.dose.structures import Structures
+
+if TYPE_CHECKING:  # imported where used at run time (pyRadPlan takes seconds to import); untyped, so Any to mypy
+    from pyRadPlan import CT, Plan, SteeringInformation, StructureSet
+    from pyRadPlan.cst import VOI
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +74,7 @@ def _image(array_zyx: np.ndarray, spacing_mm: tuple[float, ...]) -> sitk.Image:
     return image
 
 
-def _plan(modality: str, config: DoseConfig):
+def _plan(modality: str, config: DoseConfig) -> Plan:
     from pyRadPlan import IonPlan, PhotonPlan
 
     grid = {"dose_grid": {"resolution": dict.fromkeys(("x", "y", "z"), config.dose_grid_mm)}}
@@ -96,11 +102,12 @@ def _plan(modality: str, config: DoseConfig):
     return pln
 
 
-def _structure_set(ct, structures: Structures, body: np.ndarray, spacing_mm: tuple[float, ...], rx: float):
+def _structure_set(ct: CT, structures: Structures, body: np.ndarray, spacing_mm: tuple[float, ...],
+                   rx: float) -> StructureSet:
     from pyRadPlan.cst import create_voi, validate_cst
     from pyRadPlan.optimization.objectives import SquaredDeviation, SquaredOverdosing
 
-    def voi(name: str, kind: str, mask: np.ndarray, objective: object):
+    def voi(name: str, kind: str, mask: np.ndarray, objective: object) -> VOI:
         return create_voi(name=name, voi_type=kind, mask=_image(mask.astype(np.uint8), spacing_mm), ct_image=ct,
                           objectives=[objective])
 
@@ -112,7 +119,7 @@ def _structure_set(ct, structures: Structures, body: np.ndarray, spacing_mm: tup
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """Silence pyRadPlan's warnings, per-beam progress bars and printouts (errors still raise)."""
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
@@ -121,7 +128,7 @@ def _quiet():
         yield
 
 
-def _forward(ct, cst, stf, pln, weights: np.ndarray) -> sitk.Image:
+def _forward(ct: CT, cst: StructureSet, stf: SteeringInformation, pln: Plan, weights: np.ndarray) -> sitk.Image:
     """Dose (sitk, dose grid) of the beamlet ``weights`` on ``ct``: pyRadPlan's forward calculation without its
     final resampling to the CT grid (pyRadPlan 0.5.0 internals: ``_calc_dose_direct``, ``_calc_dose``). Used for
     open fields (the physics tests); plans use influence matrices."""
@@ -137,6 +144,12 @@ def _forward(ct, cst, stf, pln, weights: np.ndarray) -> sitk.Image:
                 index += 1
     dij = engine._calc_dose(ct, cst, stf)
     return dij.compute_result_dose_grid(np.ones(dij.total_num_of_bixels, dtype=np.float32))["physical_dose"]
+
+
+def _zyx(xyz: Sequence[float]) -> tuple[float, float, float]:
+    """An (x, y, z) SimpleITK triple in (z, y, x) order."""
+    x, y, z = xyz
+    return (float(z), float(y), float(x))
 
 
 def _resample(array: np.ndarray, spacing_mm: tuple[float, ...], new_spacing_mm: float) -> np.ndarray:
@@ -234,11 +247,8 @@ def plan_and_recalculate(
         raise
     except Exception as exc:
         raise PlanningError(f"{modality} {stage} failed: {type(exc).__name__}: {exc}") from exc
-    grid = DoseGrid(
-        tuple(int(n) for n in reversed(dose_grid_image.GetSize())),  # type: ignore[arg-type]
-        tuple(float(s) for s in reversed(dose_grid_image.GetSpacing())),  # type: ignore[arg-type]
-        tuple(float(o) for o in reversed(dose_grid_image.GetOrigin())),  # type: ignore[arg-type]
-    )
+    nz, ny, nx = _zyx(dose_grid_image.GetSize())
+    grid = DoseGrid((int(nz), int(ny), int(nx)), _zyx(dose_grid_image.GetSpacing()), _zyx(dose_grid_image.GetOrigin()))
     oars = {name: _to_grid(mask, spacing_mm, dose_grid_image) for name, mask in structures.oars.items()}
     body_grid = _to_grid(body, spacing_mm, dose_grid_image)
     optimiser = {"solver": config.solver, "max_iterations": config.max_iterations,

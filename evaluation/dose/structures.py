@@ -58,6 +58,7 @@ from scipy import ndimage
 from synthct.evaluation.dose.config import DoseConfig
 
 from synthct.io import IMAGE_SUFFIXES, ImageError, geometry_differences, read_image, strip_image_suffix
+from synthct.regions import REGIONS, Region, region_from_case_id, region_of_folder
 
 MIN_VOXELS = 8
 """Fewest voxels a PTV or OAR may have on the CT grid."""
@@ -65,9 +66,8 @@ MIN_RADIUS_MM = 5.0
 """Smallest virtual PTV radius (mm) used when the anatomy has no room for ``target_radius_mm``."""
 
 
-VIRTUAL_REGIONS = ("brain", "pelvis", "hn", "th", "ab")
-"""Regions with a virtual-target recipe (see the module docstring)."""
-_ID_REGIONS = {"B": "brain", "P": "pelvis", "HN": "hn", "TH": "th", "AB": "ab"}
+VIRTUAL_REGIONS: tuple[Region, ...] = REGIONS
+"""Regions with a virtual-target recipe (see the module docstring): every region."""
 
 
 class StructureError(ValueError):
@@ -86,16 +86,17 @@ class Structures:
     """Files (user) or centres and radii in mm (virtual), written to metrics.json."""
 
 
-def region_of_case(case_id: str, paths: list[Path] | tuple[Path, ...] = ()) -> str | None:
-    """The region from a SynthRAD id (``1BA001`` brain, ``1PC012`` pelvis, ``1HNA001`` hn, ``1THA001`` th,
-    ``1ABA001`` ab) or a region folder among the path's parts (``brain``, ``pelvis``, ``HN``, ``TH``, ``AB``)."""
-    match = re.fullmatch(r"\d(HN|TH|AB|B|P)[A-Z]\d+", case_id.upper())
-    if match:
-        return _ID_REGIONS[match.group(1)]
+def region_of_case(case_id: str, paths: list[Path] | tuple[Path, ...] = ()) -> Region | None:
+    """The region from a SynthRAD id (``1BA001``/``2BA001`` brain, ``1PC012`` pelvis, ``1HNA001`` hn, ``1THA001`` th,
+    ``1ABA001`` ab: :func:`synthct.regions.region_from_case_id`) or a region folder among the path's parts
+    (``brain``, ``pelvis``, ``HN``, ``TH``, ``AB``), the folder nearest the file first."""
+    region = region_from_case_id(case_id)
+    if region is not None:
+        return region
     for path in paths:
-        parts = {p.lower() for p in Path(path).parts}
-        for region in VIRTUAL_REGIONS:
-            if region in parts:
+        for part in reversed(Path(path).parts):
+            region = region_of_folder(part)
+            if region is not None:
                 return region
     return None
 

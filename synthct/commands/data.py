@@ -8,6 +8,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from synthct.intensity import MR_RULES
+
 log = logging.getLogger("synthct.data")
 
 
@@ -34,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prepare.add_argument("--out", type=Path, default=None,
                          help="cache folder (default ROOT/.synthct-cache/REGION, where synthct train looks)")
     prepare.add_argument("--workers", type=int, default=0, help="parallel processes (default: min(4, CPUs))")
-    prepare.add_argument("--mr-rule", choices=["max", "percentile"], default="max",
-                         help="MR normalisation: the paper's max in the body (default) or a percentile; must match "
-                         "the training config's data.mr_normalisation")
+    prepare.add_argument("--mr-rule", choices=list(MR_RULES), default="max",
+                         help="MR normalisation: the paper's max in the body (default), a percentile or zscore; "
+                         "must match the training config's data.mr_normalisation")
     prepare.add_argument("--mr-percentile", type=float, default=99.5, help="percentile for --mr-rule percentile")
     prepare.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64], metavar=("Z", "Y", "X"),
                          help="training patch (voxels): the crop keeps half of it around the body, volumes are "

@@ -331,7 +331,7 @@ def _label_part(name: str, value: object, orientations: list[np.ndarray]) -> str
         return f"{name}=none"
     if name == "TE":
         return f"TE={value:g}ms"
-    if name == "orientation":
+    if name == "orientation" and isinstance(value, int):  # an index into ``orientations``
         return f"orientation={orientation_name(orientations[int(value)]).split(' ')[0]}{int(value) + 1}"
     if name == "b":
         return f"b={value:g}"

@@ -66,7 +66,8 @@ def slice_stack(image: sitk.Image, where: str) -> SliceStack:
     steps = np.arange(voxels.shape[0], dtype=np.float64)[:, None] * spacing[2]
     positions = origin[None, :] + steps * normal[None, :]
     orientation = tuple(float(v) for v in (*row, *column))
-    return SliceStack(np.ascontiguousarray(voxels), orientation, positions, tuple(float(s) for s in spacing), normal)
+    spacing_xyz = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+    return SliceStack(np.ascontiguousarray(voxels), orientation, positions, spacing_xyz, normal)
 
 
 def image_from_slices(voxels: np.ndarray, orientation: np.ndarray, first_position_mm: np.ndarray,

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 import pydicom
@@ -160,10 +161,11 @@ def _geometry(header: Dataset) -> tuple[tuple[tuple[float, ...], ...], tuple[tup
     if not per_frame:
         orientation = _floats(header.get("ImageOrientationPatient"))
         position = _floats(header.get("ImagePositionPatient"))
-        spacing = _floats(header.get("PixelSpacing"))
+        pixel_spacing = _floats(header.get("PixelSpacing"))
         return ((orientation,) if len(orientation) == 6 else (), (position,) if len(position) == 3 else (),
-                spacing if len(spacing) == 2 else None)
-    orientations, positions, spacing = [], [], None
+                pixel_spacing if len(pixel_spacing) == 2 else None)
+    orientations, positions = [], []
+    spacing: tuple[float, ...] | None = None
     for item in per_frame:
         orientation = _floats(_group_value(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient"))
         position = _floats(_group_value(item, shared, "PlanePositionSequence", "ImagePositionPatient"))
@@ -200,9 +202,16 @@ def _values(value: object) -> list[object]:
 
 def _floats(value: object) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in _values(value))
+        return tuple(_float(v) for v in _values(value))
     except (TypeError, ValueError):
         return ()
+
+
+def _float(value: object) -> float:
+    """``float(value)`` for what float() accepts (numbers, DS/IS values, text, bytes); TypeError otherwise."""
+    if isinstance(value, str | bytes | SupportsFloat | SupportsIndex):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")
 
 
 def summarize(records: list[FileRecord]) -> list[SeriesSummary]:

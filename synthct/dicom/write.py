@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 import synthct
 from synthct.dicom.folder import atomic_folder
@@ -30,8 +30,8 @@ def text_value(text: str, max_length: int | None = None) -> str:
 def new_file_dataset(sop_class_uid: str, sop_instance_uid: str) -> FileDataset:
     """An empty dataset with a file meta header for Explicit VR Little Endian and the SOP Common attributes."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"SYNTHCT_{synthct.__version__}"[:16]

@@ -12,7 +12,8 @@ few voxels thick.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -35,10 +36,11 @@ def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float, below: Out
     """Paint a random head (see the module docstring) onto ``canvas``; ``below`` (optional) extends the outline
     (and the neck muscles) downwards."""
     g = rng.uniform
-    low, high = (-200.0, -110.0, -85.0), (95.0, 110.0, 85.0)
+    low: Sequence[float] = (-200.0, -110.0, -85.0)
+    high: Sequence[float] = (95.0, 110.0, 85.0)
     if below is not None:
-        low = tuple(min(a, b) for a, b in zip(low, below[0], strict=True))  # type: ignore[assignment]
-        high = tuple(max(a, b) for a, b in zip(high, below[1], strict=True))  # type: ignore[assignment]
+        low = tuple(min(a, b) for a, b in zip(low, below[0], strict=True))
+        high = tuple(max(a, b) for a, b in zip(high, below[1], strict=True))
     head_block = canvas.block(low, high)
     assert head_block is not None
     u = canvas.coords(head_block)
@@ -71,16 +73,16 @@ def paint_head(canvas: Canvas, rng: np.random.Generator, thin: float, below: Out
     _paint_face(canvas, rng, thin)
 
 
-def _paint_neck_muscles(canvas: Canvas, rng: np.random.Generator, low: tuple[float, float, float],
-                        high: tuple[float, float, float]) -> None:
+def _paint_neck_muscles(canvas: Canvas, rng: np.random.Generator, low: Sequence[float],
+                        high: Sequence[float]) -> None:
     """Neck muscles with fat planes between them (below the jaw), over the neck's soft tissue."""
     block = canvas.block(low, (-68.0, high[1], high[2]))
     if block is None:
         return
-    low = canvas.coords(block)[0] < -70.0
+    below_jaw = canvas.coords(block)[0] < -70.0
     fat_planes = np.abs(block_noise(canvas, block, 9.0, rng)) < 0.12
-    canvas.paint(T.MUSCLE, low & ~fat_planes, block, only=(T.SOFT_TISSUE,))
-    canvas.paint(T.FAT, low & fat_planes, block, only=(T.SOFT_TISSUE,))
+    canvas.paint(T.MUSCLE, below_jaw & ~fat_planes, block, only=(T.SOFT_TISSUE,))
+    canvas.paint(T.FAT, below_jaw & fat_planes, block, only=(T.SOFT_TISSUE,))
 
 
 def _paint_cranium(canvas: Canvas, rng: np.random.Generator, thin: float, block: Block, scalp: np.ndarray,
@@ -189,10 +191,10 @@ def _paint_cervical_spine(canvas: Canvas, rng: np.random.Generator, thin: float)
     # Dens and C2/C3 bodies with discs, C1 ring, spinous processes.
     bodies = [(-70.0, -100.0), (-105.0, -122.0), (-127.0, -144.0), (-149.0, -166.0), (-171.0, -188.0)]
     for top, bottom in bodies:
-        found = shape_in(canvas, (bottom - 12, y_body - 14, -14), (top + 12, y_body + 40, 14),
-                       lambda u, t=top, b=bottom: np.minimum(
-                           capsule(u, (t - 3, y_body, 0.0), (b + 3, y_body, 0.0), 8.0),
-                           capsule(u, ((t + b) / 2, y_body + 24, 0.0), ((t + b) / 2 - 6, y_body + 36, 0.0), 4.0)))
+        def vertebra(u: Coords, t: float = top, b: float = bottom) -> np.ndarray:
+            return np.minimum(capsule(u, (t - 3, y_body, 0.0), (b + 3, y_body, 0.0), 8.0),
+                              capsule(u, ((t + b) / 2, y_body + 24, 0.0), ((t + b) / 2 - 6, y_body + 36, 0.0), 4.0))
+        found = shape_in(canvas, (bottom - 12, y_body - 14, -14), (top + 12, y_body + 40, 14), vertebra)
         if found is not None:
             paint_bone(canvas, found[0], found[1], cortex)
     ring = [(-78.0, y_body - 9, 0.0), (-78.0, y_body + 2, 17.0), (-80.0, y_body + 20, 20.0),
@@ -200,7 +202,7 @@ def _paint_cervical_spine(canvas: Canvas, rng: np.random.Generator, thin: float)
     for side in (-1.0, 1.0):
         points = [(z, y, x * side) for z, y, x in ring]
         found = shape_in(canvas, (-95.0, y_body - 15, -30), (-65.0, y_body + 45, 30),
-                       lambda u, p=points: polyline(u, p, [4.0] * len(p)))
+                       partial(polyline, points=points, radii=[4.0] * len(points)))
         if found is not None:
             paint_bone(canvas, found[0], found[1], cortex)
     # Spinal canal with the cord.
@@ -225,8 +227,8 @@ def _paint_face(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
         rotation = rotation_matrix((40.0 * side, 0.0, 0.0))
         centre = (-35.0, 8.0, 28.0 * side)
         radii = (7.0, 24.0, 8.0)
-        found = shape_in(canvas, *box(centre, (max(radii),)), lambda u, c=centre, r=radii, m=rotation:
-                       rotated_ellipsoid(u, c, r, m))
+        found = shape_in(canvas, *box(centre, (max(radii),)),
+                       partial(rotated_ellipsoid, centre=centre, radii=radii, rotation=rotation))
         if found is not None:
             canvas.paint(T.CORTICAL_BONE, found[1] < 0, found[0])
         air_cells(canvas, (-42.0 + g(-3, 3), 22.0, 46.0 * side), (13.0 * g(0.8, 1.2), 13.0, 9.0),
@@ -239,12 +241,12 @@ def _paint_face(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
         points = [(z_bone, y, x) for y, x in arch]
         mirrored = [(z, y, -x) for z, y, x in points[::-1]] + points[1:]
         found = shape_in(canvas, (z_bone - 12, -90, -40), (z_bone + 12, -35, 40),
-                       lambda u, p=mirrored: polyline(u, p, [7.0] * len(p)))
+                       partial(polyline, points=mirrored, radii=[7.0] * len(mirrored)))
         if found is not None:
             paint_bone(canvas, found[0], found[1], cortex, keep=(T.SKIN, T.FAT))
         teeth_points = [(z_teeth, y, x) for z, y, x in mirrored]
         found = shape_in(canvas, (z_teeth - 10, -90, -40), (z_teeth + 10, -35, 40),
-                       lambda u, p=teeth_points: polyline(u, p, [3.5] * len(p)))
+                       partial(polyline, points=teeth_points, radii=[3.5] * len(teeth_points)))
         if found is not None:
             canvas.paint(T.TEETH, found[1] < 0, found[0])
     mandible = [(-95.0, -76.0, 0.0), (-93.0, -62.0, 24.0), (-90.0, -38.0, 40.0), (-86.0, -8.0, 46.0),
@@ -252,7 +254,7 @@ def _paint_face(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
     for side in (-1.0, 1.0):
         points = [(z, y, x * side) for z, y, x in mandible]
         found = shape_in(canvas, (-110.0, -90, -60), (-35.0, 15, 60),
-                       lambda u, p=points: polyline(u, p, [7.0, 7.0, 6.5, 6.0, 5.0, 5.0]))
+                       partial(polyline, points=points, radii=[7.0, 7.0, 6.5, 6.0, 5.0, 5.0]))
         if found is not None:
             paint_bone(canvas, found[0], found[1], 2.0 * thin, keep=(T.SKIN, T.FAT, T.TEETH))
     if g() < 0.4:
@@ -292,14 +294,14 @@ def _paint_face(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
         eye_c = (-20.0 + g(-2, 2), -62.0, 32.0 * side)
         orbit_c = (eye_c[0], -50.0, 31.0 * side)
         found = shape_in(canvas, *box(orbit_c, (16.0, 22.0, 16.0), 5.0),
-                       lambda u, c=orbit_c: ellipsoid(u, c, (16.0, 22.0, 16.0)))
+                       partial(ellipsoid, centre=orbit_c, radii=(16.0, 22.0, 16.0)))
         if found is not None:
             block, distance = found
             behind = canvas.coords(block)[1] > eye_c[1]
             canvas.paint(T.CORTICAL_BONE, (distance < 1.8 * thin) & behind, block, keep=(T.SKIN, T.FAT))
             canvas.paint(T.FAT, distance < 0, block, keep=(T.SKIN,))
         found = shape_in(canvas, *box((-24.0, -35.0, 21.0 * side), (16.0, 20.0, 14.0)),
-                       lambda u, c=eye_c, x=12.0 * side: capsule(u, c, (-28.0, -15.0, x), 2.5))
+                       partial(capsule, start=eye_c, end=(-28.0, -15.0, 12.0 * side), radius_start=2.5))
         if found is not None:
             canvas.paint(T.WHITE_MATTER, found[1] < 0, found[0], only=(T.FAT,))
         paint_ellipsoid(canvas, T.EYE, eye_c, (eye_r, eye_r, eye_r), shell=(T.SOFT_TISSUE, 1.0 * thin),

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from synthct.phantom.shapes import Coords
+from synthct.phantom.shapes import Coords, Vec
 
 Block = tuple[slice, slice, slice]
 
@@ -57,7 +57,7 @@ class Canvas:
             u.append(component)
         self.u: Coords = (u[0], u[1], u[2])
 
-    def block(self, low: Sequence[float], high: Sequence[float], margin_mm: float = 2.0) -> Block | None:
+    def block(self, low: Vec, high: Vec, margin_mm: float = 2.0) -> Block | None:
         """Voxel block covering the anatomical box [low, high] (z, y, x mm), or None if it misses the volume."""
         corners = np.array(np.meshgrid(*zip(low, high, strict=True), indexing="ij")).reshape(3, -1).T
         physical = (corners * self.scale) @ self.rotation.T + self.shift_mm

@@ -30,7 +30,7 @@ def bspline_weights(n_samples: int, spacing_mm: float, cell_mm: float, start_mm:
 
 def smooth_field(
     shape: Sequence[int],
-    spacing_mm: Sequence[float],
+    spacing_mm: Sequence[float] | np.ndarray,
     cell_mm: float | Sequence[float],
     rng: np.random.Generator,
     components: int = 1,
@@ -39,7 +39,7 @@ def smooth_field(
 
     Returns (components, z, y, x) float32, or (z, y, x) when ``components == 1``.
     """
-    cells = [float(cell_mm)] * 3 if np.isscalar(cell_mm) else [float(c) for c in cell_mm]  # type: ignore[arg-type]
+    cells = [float(c) for c in np.broadcast_to(np.asarray(cell_mm, dtype=np.float64), (3,))]
     wz, wy, wx = (bspline_weights(int(n), float(s), c) for n, s, c in zip(shape, spacing_mm, cells, strict=True))
     out = np.empty((components, *(int(n) for n in shape)), dtype=np.float32)
     for component in range(components):

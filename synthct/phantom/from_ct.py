@@ -104,12 +104,13 @@ def write_from_ct_dataset(ct_path: str | os.PathLike[str], out_dir: str | os.Pat
         raise ValueError(f"{ct_path}: CT holds NaN or infinite values")
     if (hu > -400).sum() < 1000:
         raise ValueError(f"{ct_path}: CT shows no body (fewer than 1000 voxels above -400 HU)")
-    spacing = tuple(float(s) for s in source.GetSpacing()[::-1])
+    sx, sy, sz = (float(s) for s in source.GetSpacing())
+    spacing = (sz, sy, sx)
     region_dir = Path(out_dir) / "Task1" / region
     folders, entries = [], []
     for index in tqdm(range(1, n_cases + 1), desc=f"from-ct {region}", unit="case", disable=not progress):
         identifier, seed_k = case_id(region, index), case_seed(seed, region, index)
-        ct, mr, mask, _ = simulate_pair(hu, spacing, region, seed_k)  # type: ignore[arg-type]
+        ct, mr, mask, _ = simulate_pair(hu, spacing, region, seed_k)
         folder = region_dir / identifier
         write_image(array_to_image(mr, source), folder / "mr.mha")
         write_image(array_to_image(ct, source), folder / "ct.mha")

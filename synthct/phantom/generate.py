@@ -41,8 +41,8 @@ from synthct.phantom.neck import paint_neck
 from synthct.phantom.pelvis import paint_pelvis
 from synthct.phantom.tissues import TISSUES, draw_table
 from synthct.phantom.trunk import paint_trunk
+from synthct.regions import REGIONS
 
-REGIONS = ("brain", "pelvis", "hn", "th", "ab")
 SIZE_NAMES = ("small", "medium", "synthrad")
 CT_MIN_HU, CT_MAX_HU = -1024, 3071
 MR_MAX = 32767

@@ -56,8 +56,8 @@ def dilate(binary: np.ndarray, spacing_mm: Sequence[float], radius_mm: float) ->
             structure[1, 1, 1] = True
             for axis, a in enumerate(active):
                 if a:
-                    line = [1, 1, 1]
-                    line[axis] = slice(0, 3)  # type: ignore[call-overload]
+                    line: list[int | slice] = [1, 1, 1]
+                    line[axis] = slice(0, 3)
                     structure[tuple(line)] = True
         region = ndimage.binary_dilation(region, structure=structure)
     out = np.zeros_like(binary)

@@ -11,6 +11,8 @@ manubrium and the lung apices.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from synthct.phantom import tissues as T
@@ -61,12 +63,13 @@ def paint_neck(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
         bottom = top - 17.0 - 0.8 * k
         y = y_body + 2.0 * k
         width = 8.5 + 0.8 * k
-        parts.append(((bottom - 12.0, y - 14.0, -24.0), (top + 12.0, y + 50.0, 24.0),
-                      lambda u, t=top, b=bottom, y=y, w=width, k=k: np.minimum(
-                          capsule(u, (t - 3.0, y, 0.0), (b + 3.0, y, 0.0), w),
-                          capsule(u, ((t + b) / 2, y + 22.0, 0.0), ((t + b) / 2 - 10.0, y + 40.0 + 2.0 * k, 0.0),
-                                  4.0)),
-                      cortex, T.CANCELLOUS_BONE))
+        def vertebra(u: Coords, t: float = top, b: float = bottom, y: float = y, w: float = width, k: int = k
+                     ) -> np.ndarray:
+            return np.minimum(capsule(u, (t - 3.0, y, 0.0), (b + 3.0, y, 0.0), w),
+                              capsule(u, ((t + b) / 2, y + 22.0, 0.0), ((t + b) / 2 - 10.0, y + 40.0 + 2.0 * k, 0.0),
+                                      4.0))
+        parts.append(((bottom - 12.0, y - 14.0, -24.0), (top + 12.0, y + 50.0, 24.0), vertebra, cortex,
+                      T.CANCELLOUS_BONE))
         middle = (top + bottom) / 2.0
         for side in (-1.0, 1.0):
             parts += tube_bone([(middle, y + 12.0, 8.0 * side), (middle, y + 14.0, 28.0 * side)], [3.5, 3.5], cortex)
@@ -112,6 +115,6 @@ def paint_neck(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
                                      (-345.0, 0.0, 32.0 * side)], [5.0, 6.0, 7.0], only=_SOFT)
         # Lung apex under the first rib.
         apex_c, apex_r = (-330.0, 15.0, 62.0 * side), (75.0, 45.0, 42.0 * g(0.9, 1.1))
-        found = shape_in(canvas, *box(apex_c, apex_r), lambda u, c=apex_c, r=apex_r: ellipsoid(u, c, r))
+        found = shape_in(canvas, *box(apex_c, apex_r), partial(ellipsoid, centre=apex_c, radii=apex_r))
         if found is not None:
             canvas.paint(T.LUNG, found[1] < 0, found[0], only=_SOFT)

@@ -4,6 +4,7 @@ cortical shell, air-cell honeycombs, block-local noise."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -81,20 +82,20 @@ BonePart = tuple[Point, Point, Distance, float, int]
 
 def capsule_box(start: Sequence[float], end: Sequence[float], radius: float, pad: float = 2.0) -> tuple[Point, Point]:
     """Anatomical box holding a capsule of ``radius`` between ``start`` and ``end``."""
-    low = tuple(min(a, b) - radius - pad for a, b in zip(start, end, strict=True))
-    high = tuple(max(a, b) + radius + pad for a, b in zip(start, end, strict=True))
-    return low, high  # type: ignore[return-value]
+    low = [min(a, b) - radius - pad for a, b in zip(start, end, strict=True)]
+    high = [max(a, b) + radius + pad for a, b in zip(start, end, strict=True)]
+    return (low[0], low[1], low[2]), (high[0], high[1], high[2])
 
 
 def tube_segments(points: Sequence[Sequence[float]], radii: Sequence[float]
                   ) -> list[tuple[Point, Point, Distance]]:
     """A bent tube as one tapered capsule per segment, each with its own box (cheap to evaluate)."""
-    segments = []
+    segments: list[tuple[Point, Point, Distance]] = []
     for k in range(len(points) - 1):
         a, b, ra, rb = tuple(points[k]), tuple(points[k + 1]), float(radii[k]), float(radii[k + 1])
-        segments.append((*capsule_box(a, b, max(ra, rb)),
-                         lambda u, a=a, b=b, ra=ra, rb=rb: capsule(u, a, b, ra, rb)))
-    return segments  # type: ignore[return-value]
+        low, high = capsule_box(a, b, max(ra, rb))
+        segments.append((low, high, partial(capsule, start=a, end=b, radius_start=ra, radius_end=rb)))
+    return segments
 
 
 def paint_tube(canvas: Canvas, label: int, points: Sequence[Sequence[float]], radii: Sequence[float],
@@ -114,10 +115,10 @@ def paint_bone_parts(canvas: Canvas, parts: Sequence[BonePart], keep: Sequence[i
         found = shape_in(canvas, low, high, distance)
         if found is not None:
             evaluated.append((found[0], found[1], cortex, core))
-    for block, distance, _, _ in evaluated:
-        canvas.paint(T.CORTICAL_BONE, distance < 0, block, keep=keep)
-    for block, distance, cortex, core in evaluated:
-        canvas.paint(core, distance < -cortex, block, keep=keep)
+    for block, signed, _, _ in evaluated:
+        canvas.paint(T.CORTICAL_BONE, signed < 0, block, keep=keep)
+    for block, signed, cortex, core in evaluated:
+        canvas.paint(core, signed < -cortex, block, keep=keep)
 
 
 def tube_bone(points: Sequence[Sequence[float]], radii: Sequence[float], cortex: float,

@@ -9,6 +9,8 @@ bladder (wall, urine), rectum (wall, faeces, gas), prostate or uterus, iliac and
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from synthct.phantom import tissues as T
@@ -62,7 +64,8 @@ def paint_pelvis(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
         thigh = superellipse_prism(u[1], u[2], (5.0, 86.0 * habitus * side), (80.0 * habitus, 74.0 * habitus), 2.0)
         thigh = _intersect(thigh, u[0] + 60.0)
         thighs = thigh if thighs is None else np.minimum(thighs, thigh)
-    body = smooth_union(trunk, thighs, 18.0)  # type: ignore[arg-type]
+    assert thighs is not None
+    body = smooth_union(trunk, thighs, 18.0)
     del trunk, thighs, rx, ry, waist
     depth = -body
     del body
@@ -120,7 +123,7 @@ def _bone_parts(rng: np.random.Generator, thin: float) -> tuple[list[BonePart], 
     # Lumbar vertebrae L2-L5: bodies, pedicles/laminae, transverse and spinous processes.
     for zc in (85.0, 122.0, 159.0, 196.0, 233.0):
         body_c, body_r = (zc, 38.0, 0.0), (14.0, 17.0, 23.0 * bone)
-        parts.append((*box(body_c, body_r), lambda u, c=body_c, r=body_r: ellipsoid(u, c, r), cortex, cc))
+        parts.append((*box(body_c, body_r), partial(ellipsoid, centre=body_c, radii=body_r), cortex, cc))
         for side in (-1.0, 1.0):
             parts += tube_bone([(zc, 50.0, 15.0 * side), (zc, 70.0, 7.0 * side)], [5.0, 5.0], cortex)
             parts += tube_bone([(zc, 55.0, 10.0 * side), (zc, 55.0, 48.0 * side)], [4.5, 4.0], cortex)
@@ -159,12 +162,12 @@ def _bone_parts(rng: np.random.Generator, thin: float) -> tuple[list[BonePart], 
         parts += tube_bone([(-60.0, 5.0, 75.0 * side), (-122.0, 12.0, 53.0 * side)], [13.0, 15.0], cortex)
         # Femur: head, neck, greater and lesser trochanters, shaft.
         femur_cortex = cortex * 1.3
-        parts.append((*box(head_c, (head_r,) * 3), lambda u, c=head_c, r=head_r: ellipsoid(u, c, (r, r, r)),
+        parts.append((*box(head_c, (head_r,) * 3), partial(ellipsoid, centre=head_c, radii=(head_r,) * 3),
                       femur_cortex, cc))
         parts += tube_bone([head_c, (-85.0, 5.0, 120.0 * side * bone)], [15.0, 15.0], femur_cortex)
         for centre, radii in (((-82.0, 10.0, 128.0 * side * bone), (20.0, 18.0, 14.0)),
                               ((-112.0, 15.0, 105.0 * side * bone), (8.0, 8.0, 8.0))):
-            parts.append((*box(centre, radii), lambda u, c=centre, r=radii: ellipsoid(u, c, r), femur_cortex, cc))
+            parts.append((*box(centre, radii), partial(ellipsoid, centre=centre, radii=radii), femur_cortex, cc))
         parts += tube_bone([(-92.0, 5.0, 118.0 * side * bone), (-300.0, 0.0, 100.0 * side * bone)], [14.0, 14.0],
                            femur_cortex)
     return parts, joints
@@ -176,7 +179,7 @@ def _paint_bones(canvas: Canvas, rng: np.random.Generator, thin: float) -> None:
     # Hip joint spaces (cartilage) between femoral head and acetabulum.
     for head_c, head_r in joints:
         found = shape_in(canvas, *box(head_c, (head_r + 4.0 * thin,) * 3),
-                         lambda u, c=head_c, r=head_r: ellipsoid(u, c, (r, r, r)))
+                         partial(ellipsoid, centre=head_c, radii=(head_r,) * 3))
         if found is not None:
             canvas.paint(T.SOFT_TISSUE, (found[1] >= 0) & (found[1] < 2.0 * thin), found[0],
                          only=(T.CORTICAL_BONE, T.CANCELLOUS_BONE))

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
-Vec = Sequence[float]
+Vec = Sequence[float] | np.ndarray
+"""A (z, y, x) point or extent in mm: a sequence of floats or a (3,) array."""
 
 
 def ellipsoid(u: Coords, centre: Vec, radii: Vec) -> np.ndarray:
@@ -31,10 +32,9 @@ def rotated_ellipsoid(u: Coords, centre: Vec, radii: Vec, rotation: np.ndarray) 
 def to_local(u: Coords, centre: Vec, rotation: np.ndarray) -> Coords:
     """Coordinates in a frame centred at ``centre`` with axes the columns of ``rotation``."""
     q = [(ui - c) for ui, c in zip(u, centre, strict=True)]
-    return tuple(  # type: ignore[return-value]
-        (rotation[0, k] * q[0] + rotation[1, k] * q[1] + rotation[2, k] * q[2]).astype(np.float32, copy=False)
-        for k in range(3)
-    )
+    local = [(rotation[0, k] * q[0] + rotation[1, k] * q[1] + rotation[2, k] * q[2]).astype(np.float32, copy=False)
+             for k in range(3)]
+    return (local[0], local[1], local[2])
 
 
 def capsule(u: Coords, start: Vec, end: Vec, radius_start: float, radius_end: float | None = None) -> np.ndarray:
@@ -58,7 +58,8 @@ def polyline(u: Coords, points: Sequence[Vec], radii: Sequence[float]) -> np.nda
     return result
 
 
-def superellipse_prism(uy: np.ndarray, ux: np.ndarray, centre_yx: Vec, radii_yx: Vec, power: float) -> np.ndarray:
+def superellipse_prism(uy: np.ndarray, ux: np.ndarray, centre_yx: Vec, radii_yx: Sequence[float | np.ndarray],
+                       power: float) -> np.ndarray:
     """Signed distance (radial approximation) to an infinite prism along z with a superelliptic cross-section.
 
     ``radii_yx`` may hold arrays (radii varying with z, broadcast against the coordinates).

@@ -26,6 +26,7 @@ reduced scale.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from synthct.phantom.paint import (
     shape_in,
     tube_bone,
 )
-from synthct.phantom.shapes import Coords, capsule, ellipsoid, polyline, superellipse_prism
+from synthct.phantom.shapes import Coords, Vec, capsule, ellipsoid, polyline, superellipse_prism
 
 _Z_LOW, _Z_HIGH = -330.0, 280.0
 _BACK_Y = 118.0
@@ -147,7 +148,7 @@ def _paint_spine(canvas: Canvas, rng: np.random.Generator, trunk: _Trunk) -> Non
         radii = (radii[0], radii[1] * size, radii[2] * size)
         yc = float(_spine_y(zc))
         centre = (zc, yc, 0.0)
-        parts.append((*box(centre, radii), lambda u, c=centre, r=radii: ellipsoid(u, c, r), cortex, cc))
+        parts.append((*box(centre, radii), partial(ellipsoid, centre=centre, radii=radii), cortex, cc))
         back = yc + radii[1]
         for side in (-1.0, 1.0):
             parts += tube_bone([(zc, back - 4.0, 10.0 * side), (zc, back + 20.0, 9.0 * side)], [4.5, 4.0], cortex)
@@ -199,7 +200,7 @@ def _paint_mediastinum(canvas: Canvas, rng: np.random.Generator, trunk: _Trunk) 
         canvas.paint(T.INTERNAL_AIR, distance < 0, block)
     for end, radius in (((70.0, 10.0, -45.0), 7.0), ((65.0, 15.0, 50.0), 6.5)):
         found = shape_in(canvas, *box((82.0, 12.0, end[2] / 2.0), (20.0, 12.0, 35.0)),
-                         lambda u, e=end, r=radius: capsule(u, (95.0, 10.0, 0.0), e, r))
+                         partial(capsule, start=(95.0, 10.0, 0.0), end=end, radius_start=radius))
         if found is not None:
             canvas.paint(T.CARTILAGE, found[1] < 1.5 * thin, found[0], only=(T.FAT, T.MUSCLE, T.BLOOD))
             canvas.paint(T.INTERNAL_AIR, found[1] < 0, found[0])
@@ -209,7 +210,7 @@ def _paint_mediastinum(canvas: Canvas, rng: np.random.Generator, trunk: _Trunk) 
         paint_tube(canvas, T.INTERNAL_AIR, oesophagus[:2], [2.5, 2.5], only=(T.SOFT_TISSUE,))
 
 
-def _vessel_tree(rng: np.random.Generator, start: Sequence[float], direction: Sequence[float], length: float,
+def _vessel_tree(rng: np.random.Generator, start: Vec, direction: Vec, length: float,
                  radius: float, depth: int, out: list[tuple[tuple[float, ...], tuple[float, ...], float, int]],
                  level: int = 0) -> None:
     """Segments (start, end, radius, level) of a randomly branching tree (each branch splits in two)."""
@@ -248,8 +249,8 @@ def _paint_lungs(canvas: Canvas, rng: np.random.Generator, trunk: _Trunk) -> Non
                           (-0.6, 0.1, 0.9 * side)):
             _vessel_tree(rng, hilum, direction, g(40.0, 55.0), 6.0, 5, segments)
         for a, b, radius, level in segments:
-            found = shape_in(canvas, *_segment_box(a, b, radius + 6.0), lambda u, a=a, b=b, r=radius:
-                             capsule(u, a, b, r, r * 0.85))
+            found = shape_in(canvas, *_segment_box(a, b, radius + 6.0),
+                             partial(capsule, start=a, end=b, radius_start=radius, radius_end=radius * 0.85))
             if found is None:
                 continue
             canvas.paint(T.BLOOD, found[1] < 0, found[0], only=(T.LUNG,))
@@ -385,7 +386,7 @@ def _paint_ribs(canvas: Canvas, rng: np.random.Generator, trunk: _Trunk) -> None
     for centre, radii in (((175.0, -78.0, 0.0), (22.0, 7.0, 26.0)), ((95.0, -86.0, 0.0), (58.0, 7.0, 16.0)),
                           ((30.0, -86.0, 0.0), (12.0, 5.0, 9.0))):
         radii = (radii[0], max(radii[1], 3.0 * thin), radii[2])
-        sternum.append((*box(centre, radii), lambda u, c=centre, r=radii: ellipsoid(u, c, r), cortex,
+        sternum.append((*box(centre, radii), partial(ellipsoid, centre=centre, radii=radii), cortex,
                         T.CANCELLOUS_BONE))
     paint_bone_parts(canvas, sternum, keep=(T.LUNG, T.HEART, T.BLOOD))
 
