@@ -20,7 +20,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from synthct.geometry import ResampleMode, spacing_zyx_mm, to_mr_grid, to_network_grid
-from synthct.intensity import BACKGROUND_HU, denormalise_ct, finalise_sct, normalise_mr
+from synthct.intensity import (
+    BACKGROUND_HU,
+    apply_mr_statistics,
+    denormalise_ct,
+    finalise_sct,
+    mr_statistics,
+    normalised_background,
+)
 from synthct.io import ImageError, array_to_image, check_same_geometry
 from synthct.model_package import ModelPackage
 from synthct.sliding_window import sliding_window_predict
@@ -89,6 +96,13 @@ class TrustRequest:
     """Result: :func:`synthct.trust.score_case`'s, or ``{"checked": False, "reason": …}``."""
 
 
+def normalise_case(mr: np.ndarray, mask: np.ndarray, package: ModelPackage) -> tuple[np.ndarray, float]:
+    """(normalised MR, its normalised MR 0) with the package's rule, statistics inside ``mask``: the second is what
+    the window engine pads the MR with (:func:`synthct.intensity.normalised_background`)."""
+    statistics = mr_statistics(mr, mask, package.mr_rule, package.mr_percentile)
+    return apply_mr_statistics(mr, statistics), normalised_background(statistics)
+
+
 def _ood_check(normalised: np.ndarray, mask: np.ndarray, grid: Any, package: ModelPackage, trust: TrustRequest,
                name: str) -> None:
     from synthct.trust import ood_features, score_case
@@ -114,7 +128,7 @@ def ood_check(mr_image: sitk.Image, mask_image: sitk.Image, package: ModelPackag
     check_inputs(mr_image, mask_image, name)
     grid = to_network_grid(mr_image, mask_image, package.geometry, resample, None, name)
     mask = sitk.GetArrayViewFromImage(grid.mask) > 0
-    normalised = normalise_mr(sitk.GetArrayViewFromImage(grid.mr), mask, package.mr_rule, package.mr_percentile)
+    normalised, _ = normalise_case(sitk.GetArrayViewFromImage(grid.mr), mask, package)
     trust = TrustRequest(region=region)
     _ood_check(normalised, mask, grid, package, trust, name)
     assert trust.ood_result is not None
@@ -148,11 +162,11 @@ def predict_case(
 
     The MR and mask are brought to the package's training geometry (:mod:`synthct.geometry`: axis permutation and
     flips to its orientation; resampling to its spacing when an axis differs by more than its tolerance, unless
-    ``resample`` is "never"), normalised (package's rule), predicted with the blended sliding window, turned into
-    HU, mapped back onto the MR's own grid, and set to -1000 HU outside the MR's mask. Returns an int16 image with
-    the MR's size, spacing, origin and direction. Windows without a mask voxel are not computed. Raises
-    :class:`ImageError` for unusable inputs (see :func:`check_inputs`), :class:`GeometryError` for an MR that
-    cannot be resampled.
+    ``resample`` is "never"), normalised (package's rule), predicted with the blended sliding window (the MR padded
+    with its normalised MR 0), turned into HU, mapped back onto the MR's own grid, and set to -1000 HU outside the
+    MR's mask. Returns an int16 image with the MR's size, spacing, origin and direction. Windows without a mask
+    voxel are not computed. Raises :class:`ImageError` for unusable inputs (see :func:`check_inputs`),
+    :class:`GeometryError` for an MR that cannot be resampled.
     """
     check_inputs(mr_image, mask_image, name)
     grid = to_network_grid(mr_image, mask_image, package.geometry, resample, slice_thickness_mm, name)
@@ -160,7 +174,7 @@ def predict_case(
     if not mask.any():
         raise ImageError(f"{name}: the body mask is empty on the model's grid (resampled to "
                          f"{grid.record.get('training_spacing_zyx_mm')} mm)")
-    normalised = normalise_mr(sitk.GetArrayViewFromImage(grid.mr), mask, package.mr_rule, package.mr_percentile)
+    normalised, background = normalise_case(sitk.GetArrayViewFromImage(grid.mr), mask, package)
     if trust is not None and trust.ood:
         _ood_check(normalised, mask, grid, package, trust, name)
     manifest = package.manifest
@@ -170,7 +184,7 @@ def predict_case(
         "batch_size": batch_size,
         "mode": manifest.get("blend", "gaussian"),
         "sigma_scale": float(manifest.get("sigma_scale", 0.125)),
-        "pad_value": -1.0,
+        "pad_value": background,  # the MR's 0 (air) as normalised: -1 for max/percentile, -mean/std for zscore
         "fill_value": -1.0,
         "progress": progress,
     }

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from synthct.export.errors import ExportError
 
-from synthct.intensity import HU_MAX, HU_MIN, MrRule, normalise_mr
+from synthct.intensity import HU_MAX, HU_MIN, MrRule, apply_mr_statistics, mr_statistics, normalised_background
 
 if TYPE_CHECKING:  # torch only where the export runs
     import torch
@@ -54,12 +54,13 @@ def random_patches(patch_size: Sequence[int], count: int, rng: np.random.Generat
 
 
 def crop_patches(mr_normalised: np.ndarray, mask: np.ndarray, patch_size: Sequence[int], count: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator, pad_value: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` windows of ``patch_size`` centred (as far as the borders allow) on random body voxels of a
-    (z, y, x) volume padded with -1 (air) to at least the patch. Returns (patches, masks), (count, 1, *patch)."""
+    (z, y, x) volume padded to at least the patch with ``pad_value`` (the case's normalised MR 0, air:
+    :func:`synthct.intensity.normalised_background`). Returns (patches, masks), (count, 1, *patch)."""
     patch = np.asarray(patch_size, dtype=int)
     pad = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(mask.shape, patch, strict=True)]
-    volume = np.pad(mr_normalised.astype(np.float32, copy=False), pad, constant_values=-1.0)
+    volume = np.pad(mr_normalised.astype(np.float32, copy=False), pad, constant_values=np.float32(pad_value))
     body = np.pad(mask > 0, pad, constant_values=False)
     inside = np.argwhere(body)
     if inside.size == 0:
@@ -132,10 +133,11 @@ def data_patches(patch_size: Sequence[int], count: int, region: str, mr_rule: Mr
     for index in range(count):
         name, mr, mask = volumes[index % len(volumes)]
         try:
-            normalised = normalise_mr(mr, mask, mr_rule, mr_percentile)
+            statistics = mr_statistics(mr, mask, mr_rule, mr_percentile)
         except ValueError as exc:
             raise ExportError(f"parity case {name}: {exc}") from exc
-        patch, patch_mask = crop_patches(normalised, mask, patch_size, 1, rng)
+        patch, patch_mask = crop_patches(apply_mr_statistics(mr, statistics), mask, patch_size, 1, rng,
+                                         normalised_background(statistics))
         patches.append(patch)
         masks.append(patch_mask)
     return np.concatenate(patches), np.concatenate(masks), source

@@ -13,11 +13,14 @@ Like nnU-Net's preprocessing, the work of reading compressed images, normalising
 Arrays are (z, y, x) in the canonical orientation (:mod:`synthct.geometry`: axes permuted and flipped so that x,
 y, z point to the patient's L, P, S; no interpolation; the source's orientation code is recorded per case, and
 ``spacing_mm`` and the crop refer to the canonical axes), cropped to the body's bounding box plus
-``margin_voxels`` on every side (limited by the volume), then padded evenly with air to at least ``min_shape``.
-The MR is normalised on the whole volume before cropping, so cropping does not change its scale.
+``margin_voxels`` on every side (limited by the volume), then padded evenly with air to at least ``min_shape``
+(the MR with the case's normalised MR 0, :func:`synthct.intensity.normalised_background`: -1 for max and
+percentile, ``-offset / scale`` for zscore). The MR is normalised on the whole volume before cropping, so cropping
+does not change its scale.
 
 The manifest records, per case, each source file's path (relative to the dataset root), size and mtime, the crop,
-the MR statistics (the rule's offset and scale) and every array's dtype, shape, byte size and sha256; globally the
+the MR statistics (the rule's offset and scale, and ``mr_background``: the normalised MR 0 the MR is padded
+with) and every array's dtype, shape, byte size and sha256; globally the
 settings (region, MR rule and percentile, margin, minimum shape, orientation), the geometry of all its cases
 (orientation and per-axis median spacing; the trainer records the median over its training split in the checkpoint,
 and ``synthct export`` puts that into ``model.json``), the synthct version and a sha256 of its own content. A cache
@@ -60,7 +63,15 @@ from synthct.geometry import (
     orientation_code,
     training_geometry,
 )
-from synthct.intensity import HU_MIN, MR_RULES, MrRule, apply_mr_statistics, mr_statistics, normalise_ct
+from synthct.intensity import (
+    HU_MIN,
+    MR_RULES,
+    MrRule,
+    apply_mr_statistics,
+    mr_statistics,
+    normalise_ct,
+    normalised_background,
+)
 from synthct.outputs import remove_stale_temporaries
 from synthct.regions import canonical_region
 from synthct.sliding_window import pad_to_shape, padding
@@ -72,7 +83,8 @@ CACHE_VERSION = 4
 """2: every case in the canonical orientation (:data:`synthct.geometry.CANONICAL_ORIENTATION`). 3: sources read
 complete or not at all (:mod:`synthct.integrity`): an older cache may hold a truncated ``.nii.gz`` read as zeros.
 4: the MR rules of :data:`synthct.intensity.MR_RULES` (``percentile`` now clips to a lower percentile too) and each
-case's ``mr_offset``."""
+case's ``mr_offset``. Each case's ``mr_background`` (its normalised MR 0, the MR's padding) was added within 4:
+an entry without it is read as -1 (what max and percentile pad with) and is stale for zscore (padded with -1)."""
 MANIFEST_NAME = "manifest.json"
 CASES_FOLDER = "cases"
 DEFAULT_CACHE_FOLDER = ".synthct-cache"
@@ -80,8 +92,11 @@ DEFAULT_CACHE_FOLDER = ".synthct-cache"
 MAX_FOREGROUND_INDICES = 2_000_000
 """At most this many body-voxel indices are kept per case (evenly strided) for patch-centre sampling."""
 ARRAY_NAMES = ("mr", "ct", "ct_hu", "mask", "foreground")
-PAD_VALUES: dict[str, float] = {"mr": -1.0, "ct": -1.0, "ct_hu": HU_MIN, "mask": 0}
-"""Fill value of each array where the crop is padded up to ``min_shape`` (air)."""
+PAD_VALUES: dict[str, float] = {"ct": -1.0, "ct_hu": HU_MIN, "mask": 0}
+"""Fill value of each array but the MR where the crop is padded up to ``min_shape`` (air); the MR's is the case's
+normalised MR 0 (``mr_background``)."""
+LEGACY_MR_BACKGROUND = -1.0
+"""``mr_background`` of an entry written before it was recorded: the -1 every MR was then padded with."""
 
 
 class CacheError(ValueError):
@@ -165,6 +180,8 @@ class CachedCase:
     """First source voxel (z, y, x) of the crop."""
     pad_before: tuple[int, int, int]
     """Voxels of padding before the crop on each axis (array index = source index - crop_start + pad_before)."""
+    mr_background: float = LEGACY_MR_BACKGROUND
+    """The case's normalised MR 0 (:func:`synthct.intensity.normalised_background`): the MR's padding value."""
 
     def open(self, name: str) -> np.ndarray:
         """The array ``name`` (one of :data:`ARRAY_NAMES`) as a read-only memory map."""
@@ -253,11 +270,19 @@ def _case_sources(case: Case) -> dict[str, Path]:
     return {name: path for name, path in (("mr", case.mr), ("ct", case.ct), ("mask", case.mask)) if path is not None}
 
 
-def _case_problems(case: Case, entry: Any, case_dir: Path, root: Path, verify_hashes: bool) -> list[str]:
+def _case_problems(case: Case, entry: Any, case_dir: Path, root: Path, verify_hashes: bool,
+                   mr_rule: MrRule) -> list[str]:
     """Why the cached ``entry`` of ``case`` cannot be used (empty: it can)."""
     if not isinstance(entry, dict):
         return [f"{case.case_id}: not in the cache"]
     problems = []
+    background = entry.get("mr_background")
+    if background is None and mr_rule == "zscore":
+        problems.append(f"{case.case_id}: MR padded with -1, not its normalised MR 0 (cached before the MR "
+                        "background was recorded)")
+    elif background is not None and (isinstance(background, bool) or not isinstance(background, int | float)
+                                     or not math.isfinite(background)):
+        problems.append(f"{case.case_id}: MR background {background!r} in the manifest is not a finite number")
     recorded = entry.get("sources", {})
     for name, path in _case_sources(case).items():
         try:
@@ -391,10 +416,12 @@ def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) 
     start, stop = crop_box(volumes.mask, settings.margin_voxels)
     window = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
     mr = apply_mr_statistics(volumes.mr[window], statistics)
+    background = normalised_background(statistics)
     cropped = {"mr": mr, "ct": normalise_ct(ct[window]), "ct_hu": _ct_hu_array(ct[window]),
                "mask": volumes.mask[window].astype(np.uint8)}
     pads = padding(mr.shape, settings.min_shape)
-    cropped = {name: pad_to_shape(array, settings.min_shape, PAD_VALUES[name]) for name, array in cropped.items()}
+    pad_values = {**PAD_VALUES, "mr": background}
+    cropped = {name: pad_to_shape(array, settings.min_shape, pad_values[name]) for name, array in cropped.items()}
     foreground = np.flatnonzero(cropped["mask"])
     if foreground.size > MAX_FOREGROUND_INDICES:
         foreground = foreground[:: math.ceil(foreground.size / MAX_FOREGROUND_INDICES)]
@@ -412,6 +439,7 @@ def build_case(case: Case, case_dir: Path, settings: CacheSettings, root: Path) 
         "shape": [int(s) for s in cropped["mask"].shape],
         "mr_offset": statistics.offset,
         "mr_scale": statistics.scale,
+        "mr_background": background,
         "arrays": arrays,
     }
 
@@ -444,7 +472,7 @@ def stale_cases(cases: Sequence[Case], cache_dir: Path, settings: CacheSettings,
     stale = {}
     for case in cases:
         problems = _case_problems(case, manifest["cases"].get(case.case_id), _case_dir(cache_dir, case.case_id),
-                                  root, verify_hashes)
+                                  root, verify_hashes, settings.mr_rule)
         if problems:
             stale[case.case_id] = problems
     return manifest, stale, []
@@ -577,7 +605,8 @@ def _index(cache_dir: Path, manifest: dict[str, Any]) -> CacheIndex:
     for case_id, entry in manifest["cases"].items():
         crop = entry["crop"]
         cases[case_id] = CachedCase(case_id, _case_dir(cache_dir, case_id), tuple(entry["shape"]),
-                                    tuple(entry["spacing_mm"]), tuple(crop["start"]), tuple(crop["pad_before"]))
+                                    tuple(entry["spacing_mm"]), tuple(crop["start"]), tuple(crop["pad_before"]),
+                                    float(entry.get("mr_background", LEGACY_MR_BACKGROUND)))
     return CacheIndex(cache_dir, manifest, cases)
 
 

@@ -91,6 +91,15 @@ def apply_mr_statistics(mr: np.ndarray, statistics: MrStatistics) -> np.ndarray:
     return (np.clip(normalised, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32, copy=False)
 
 
+def normalised_background(statistics: MrStatistics) -> float:
+    """The normalised value of MR 0 (air, background) under ``statistics``: what a normalised MR is padded with.
+
+    max and percentile: exactly -1. zscore: ``-offset / scale`` (in float32, as :func:`apply_mr_statistics`
+    computes it), which differs per case (typically about -2 to -4).
+    """
+    return float(apply_mr_statistics(np.zeros(1, dtype=np.float32), statistics)[0])
+
+
 def normalise_mr(mr: np.ndarray, mask: np.ndarray | None, rule: MrRule = "max", percentile: float = 99.5) -> np.ndarray:
     """MR → normalised MR with ``rule`` (statistics inside the body ``mask``: :func:`mr_statistics`).
 

@@ -23,7 +23,7 @@ from synthct.cache import (
     settings_for_patch,
 )
 from synthct.dataset import find_cases, load_case
-from synthct.intensity import normalise_ct, normalise_mr
+from synthct.intensity import mr_statistics, normalise_ct, normalise_mr, normalised_background
 
 SETTINGS = settings_for_patch("brain", (64, 64, 64))
 
@@ -94,6 +94,63 @@ def test_small_volumes_are_padded_to_a_patch_with_air(tmp_path: Path) -> None:
     assert cached.shape == (64, 64, 64) and cached.pad_before == (12, 4, 6)
     assert float(cached.open("mr")[0, 0, 0]) == -1.0 and int(cached.open("ct_hu")[0, 0, 0]) == -1024
     assert int(cached.open("mask")[0, 0, 0]) == 0
+    assert cached.mr_background == index.manifest["cases"]["1BA001"]["mr_background"] == -1.0
+
+
+def _padding(array: np.ndarray, pad_before: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """The voxels of ``array`` outside the source crop of ``shape`` placed at ``pad_before``."""
+    outside = np.ones(array.shape, dtype=bool)
+    outside[tuple(slice(p, p + n) for p, n in zip(pad_before, shape, strict=True))] = False
+    return np.asarray(array)[outside]
+
+
+def test_zscore_mr_is_padded_with_the_cases_normalised_zero(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data", n_cases=2, shape=(40, 56, 52))
+    index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64), "zscore"), progress=False)
+    backgrounds = []
+    for case in find_cases(data, region="brain"):
+        volumes = load_case(case)
+        inside = volumes.mr[volumes.mask > 0].astype(np.float64)
+        cached = index.cases[case.case_id]
+        entry = index.manifest["cases"][case.case_id]
+        expected = normalised_background(mr_statistics(volumes.mr, volumes.mask, "zscore"))
+        assert expected == pytest.approx(-inside.mean() / inside.std(), rel=1e-6) and expected < -1.2
+        assert cached.mr_background == entry["mr_background"] == expected
+        crop = tuple(b - a for a, b in zip(entry["crop"]["start"], entry["crop"]["stop"], strict=True))
+        border = _padding(cached.open("mr"), cached.pad_before, crop)
+        assert border.size > 0 and np.all(border == np.float32(expected))  # air as the network sees it, not -1
+        assert np.all(_padding(cached.open("ct"), cached.pad_before, crop) == -1.0)
+        backgrounds.append(expected)
+    assert backgrounds[0] != backgrounds[1]  # per case
+
+
+def _drop_backgrounds(cache_dir: Path) -> None:
+    """Rewrite the manifest as a cache built before ``mr_background`` was recorded (checksum intact)."""
+    from synthct.cache import _write_manifest, read_manifest
+
+    manifest, _ = read_manifest(cache_dir)
+    assert manifest is not None
+    for entry in manifest["cases"].values():
+        entry.pop("mr_background")
+    _write_manifest(cache_dir, manifest)
+
+
+@pytest.mark.parametrize("rule", ["max", "percentile", "zscore"])
+def test_a_cache_without_mr_backgrounds_serves_max_and_percentile_only(tmp_path: Path, rule: str) -> None:
+    data = write_tiny_dataset(tmp_path / "data", n_cases=2, shape=(40, 56, 52))
+    settings = settings_for_patch("brain", (64, 64, 64), rule)  # type: ignore[arg-type]
+    index = prepare_cache(data, settings, progress=False)
+    _drop_backgrounds(index.cache_dir)
+    if rule != "zscore":  # padded with -1, their background: still valid
+        assert all(case.mr_background == -1.0 for case in open_cache(data, settings).cases.values())
+        return
+    with pytest.raises(CacheError, match="1BA001: MR padded with -1, not its normalised MR 0"):
+        open_cache(data, settings)
+    messages, report = _messages()
+    rebuilt = prepare_cache(data, settings, progress=False, report=report)  # type: ignore[arg-type]
+    assert len(messages) == 2 and all("rebuilding the case" in message for message in messages)
+    assert all(case.mr_background < -1.2 for case in rebuilt.cases.values())
+    open_cache(data, settings)
 
 
 def test_an_up_to_date_cache_is_reused_untouched(dataset: Path) -> None:

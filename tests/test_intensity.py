@@ -18,6 +18,7 @@ from synthct.intensity import (
     mr_statistics,
     normalise_ct,
     normalise_mr,
+    normalised_background,
 )
 
 
@@ -104,6 +105,22 @@ def test_statistics_of_the_whole_volume_normalise_a_crop_alike(rule: str) -> Non
     crop = (slice(2, 7), slice(1, 9), slice(3, 12))
     statistics = mr_statistics(mr, mask, rule)  # type: ignore[arg-type]
     np.testing.assert_array_equal(apply_mr_statistics(mr[crop], statistics), whole[crop])
+
+
+@pytest.mark.parametrize("rule", MR_RULES)
+def test_normalised_background_is_the_normalised_mr_zero(rule: str) -> None:
+    rng = np.random.default_rng(3)
+    mr = rng.normal(300.0, 40.0, size=(6, 8, 8)).astype(np.float32)
+    mask = np.zeros(mr.shape, dtype=np.uint8)
+    mask[:, 2:6, 2:6] = 1
+    mr[mask == 0] = 0.0  # air around the body
+    statistics = mr_statistics(mr, mask, rule)  # type: ignore[arg-type]
+    background = normalised_background(statistics)
+    assert np.all(apply_mr_statistics(mr, statistics)[mask == 0] == np.float32(background))
+    if rule == "zscore":  # -mean/std of the body: per case, far below -1
+        assert background == pytest.approx(-statistics.offset / statistics.scale, rel=1e-6) and background < -3.0
+    else:
+        assert background == -1.0  # exactly: max and percentile keep padding with -1
 
 
 def test_normalise_mr_maps_mask_maximum_to_one_and_clips() -> None:

@@ -8,8 +8,10 @@ import torch
 from synthct.train.config import config_from_dict
 from synthct.train.data import (
     PatchDataset,
+    PatchSpec,
     crop,
     draw_epoch_specs,
+    extract_crop,
     extract_patch,
     pad_to_patch,
     prepare_train_volume,
@@ -17,7 +19,7 @@ from synthct.train.data import (
 )
 
 from synthct.dataset import CaseVolumes
-from synthct.intensity import normalise_ct
+from synthct.intensity import mr_statistics, normalise_ct, normalised_background
 
 
 def _case(shape: tuple[int, int, int], seed: int = 0, case_id: str = "1BA001") -> CaseVolumes:
@@ -51,6 +53,30 @@ def test_prepare_volume_normalises_and_pads() -> None:
     assert volume.ct[7:57].max() == pytest.approx(float(normalise_ct(case.ct).max()))
     assert volume.ct[0].max() == -1.0  # padding is air
     assert volume.foreground.size == int(case.mask.sum())
+
+
+@pytest.mark.parametrize("rule", ["max", "zscore"])
+def test_mr_padding_and_crops_outside_are_the_cases_normalised_zero(rule: str) -> None:
+    case = _case((50, 80, 72))
+    config = _config(mr_normalisation=rule)
+    volume = prepare_train_volume(case, config)
+    expected = normalised_background(mr_statistics(case.mr, case.mask, rule))  # type: ignore[arg-type]
+    assert expected == -1.0 if rule == "max" else expected < -5.0  # MR 0 is -mean/std of the body for zscore
+    assert volume.mr_background == expected
+    assert np.all(volume.mr[:7] == np.float32(expected)) and np.all(volume.mr[57:] == np.float32(expected))
+    assert np.all(volume.ct[:7] == -1.0)  # the CT's air is -1 whatever the MR rule
+    # a crop starting at the volume's corner extends 16 voxels (a quarter patch) outside it on each axis
+    corner = PatchSpec(0, (0, 0, 0), (0, 0, 0), False, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    crops = extract_crop(volume, corner, (64, 64, 64))
+    assert crops["mr"].shape == (1, 96, 96, 96)
+    outside = np.float32(expected)
+    assert np.all(crops["mr"][0, :16] == outside) and np.all(crops["mr"][0, :, :16] == outside)
+    assert np.all(crops["ct"][0, :16] == -1.0)
+    # an augmented patch translated past the border samples those voxels (output → input: z - 8)
+    shifted = PatchSpec(0, (0, 0, 0), (0, 0, 0), False, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (-8.0, 0.0, 0.0))
+    patch = extract_patch(volume, shifted, (64, 64, 64))
+    np.testing.assert_allclose(patch["mr"][0, :8], expected, rtol=1e-6)
+    assert not np.allclose(patch["mr"][0], expected)  # the body is in the patch too
 
 
 def test_window_around_stays_inside() -> None:
@@ -136,15 +162,36 @@ def test_loader_with_workers_gives_the_same_batches() -> None:
             assert torch.equal(a[key], b[key])
 
 
-def _mapped_volumes(tmp_path, n_cases: int = 3):  # type: ignore[no-untyped-def]
+def _mapped_volumes(tmp_path, n_cases: int = 3, rule: str = "max", shape=(70, 72, 68)):  # type: ignore[no-untyped-def]
     from synthct.train.data import mapped_train_volume
     from train_helpers import write_tiny_dataset
 
     from synthct.cache import prepare_cache, settings_for_patch
 
-    data = write_tiny_dataset(tmp_path / "data", n_cases=n_cases, shape=(70, 72, 68))
-    index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64)), progress=False)
+    data = write_tiny_dataset(tmp_path / "data", n_cases=n_cases, shape=shape)
+    index = prepare_cache(data, settings_for_patch("brain", (64, 64, 64), rule), progress=False)  # type: ignore[arg-type]
     return [mapped_train_volume(case) for case in index.cases.values()]
+
+
+def test_cached_zscore_volumes_pad_crops_with_the_cached_background(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    from synthct.train.data import mapped_validation_volume
+
+    from synthct.cache import LEGACY_MR_BACKGROUND
+
+    volumes = _mapped_volumes(tmp_path, n_cases=2, rule="zscore", shape=(40, 56, 52))
+    for volume in volumes:
+        assert volume.source is not None
+        background = volume.source.mr_background
+        assert background < -1.2 and background != LEGACY_MR_BACKGROUND
+        assert volume.mr_background == background == pickle.loads(pickle.dumps(volume)).mr_background
+        assert mapped_validation_volume(volume.source).mr_background == background
+        assert float(volume.mr[0, 0, 0]) == np.float32(background)  # the cache padded the 40-voxel z axis with it
+        corner = PatchSpec(0, (0, 0, 0), (0, 0, 0), False)
+        crops = extract_crop(volume, corner, (64, 64, 64))
+        assert np.all(crops["mr"][0, :16] == np.float32(background))
+    assert volumes[0].mr_background != volumes[1].mr_background
 
 
 def test_cached_volumes_are_memory_maps_and_pickle_as_paths(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from synthct.train.config import AugmentConfig, Config
 
 from synthct.cache import MAX_FOREGROUND_INDICES, CachedCase, release_pages
 from synthct.dataset import CaseVolumes
-from synthct.intensity import normalise_ct, normalise_mr
+from synthct.intensity import apply_mr_statistics, mr_statistics, normalise_ct, normalised_background
 from synthct.sliding_window import pad_to_shape
 
 Shape3 = tuple[int, int, int]
@@ -40,14 +40,16 @@ RELEASE_EVERY_PATCHES = 32
 @dataclass
 class TrainVolume:
     """One training case: normalised MR and CT in [-1, 1] (float32), mask uint8, all at least one patch large;
-    ``foreground`` holds flat indices of body-mask voxels. Memory maps when ``source`` (the cached case) is set:
-    then a pickled volume travels as its cache path, not its voxels."""
+    ``foreground`` holds flat indices of body-mask voxels; ``mr_background`` is the case's normalised MR 0
+    (:func:`synthct.intensity.normalised_background`), what the MR is padded with. Memory maps when ``source`` (the
+    cached case) is set: then a pickled volume travels as its cache path, not its voxels."""
 
     case_id: str
     mr: np.ndarray
     ct: np.ndarray
     mask: np.ndarray
     foreground: np.ndarray
+    mr_background: float
     source: CachedCase | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -69,12 +71,14 @@ class TrainVolume:
 
 @dataclass
 class ValidationVolume:
-    """One validation case: normalised MR (float32), CT in HU, mask uint8 (memory maps when from the cache)."""
+    """One validation case: normalised MR (float32), CT in HU, mask uint8 (memory maps when from the cache) and
+    the case's normalised MR 0 (``mr_background``: the MR's padding value)."""
 
     case_id: str
     mr: np.ndarray
     ct_hu: np.ndarray
     mask: np.ndarray
+    mr_background: float
 
     def release(self) -> None:
         """Drop this process's resident pages of the memory maps (no-op for in-memory arrays)."""
@@ -85,12 +89,13 @@ class ValidationVolume:
 def mapped_train_volume(cached: CachedCase) -> TrainVolume:
     """A training volume reading the cached case's memory maps (nothing is loaded)."""
     return TrainVolume(cached.case_id, cached.open("mr"), cached.open("ct"), cached.open("mask"),
-                       cached.open("foreground"), cached)
+                       cached.open("foreground"), cached.mr_background, cached)
 
 
 def mapped_validation_volume(cached: CachedCase) -> ValidationVolume:
     """A validation volume reading the cached case's memory maps (cropped to the body + margin, as cached)."""
-    return ValidationVolume(cached.case_id, cached.open("mr"), cached.open("ct_hu"), cached.open("mask"))
+    return ValidationVolume(cached.case_id, cached.open("mr"), cached.open("ct_hu"), cached.open("mask"),
+                            cached.mr_background)
 
 
 @dataclass(frozen=True)
@@ -113,32 +118,37 @@ def pad_to_patch(array: np.ndarray, patch_size: Sequence[int], value: float) -> 
     return pad_to_shape(array, patch_size, value)
 
 
-def normalised_mr(case: CaseVolumes, config: Config) -> np.ndarray:
-    """The case's MR normalised with the configured rule (synthct.intensity.normalise_mr)."""
+def normalised_mr(case: CaseVolumes, config: Config) -> tuple[np.ndarray, float]:
+    """The case's MR normalised with the configured rule (synthct.intensity.normalise_mr) and its normalised MR 0
+    (:func:`synthct.intensity.normalised_background`)."""
     rule = config.data.mr_normalisation
-    return normalise_mr(case.mr, case.mask, rule.rule, rule.percentile)
+    statistics = mr_statistics(case.mr, case.mask, rule.rule, rule.percentile)
+    return apply_mr_statistics(case.mr, statistics), normalised_background(statistics)
 
 
 def prepare_train_volume(case: CaseVolumes, config: Config) -> TrainVolume:
-    """Normalise, pad to a patch (MR/CT with -1 = air, mask with 0) and index the body mask."""
+    """Normalise, pad to a patch (MR with its normalised MR 0, CT with -1 = air, mask with 0) and index the body
+    mask."""
     if case.ct is None:
         raise ValueError(f"{case.case_id}: training needs a CT")
     patch = config.data.patch_size
-    mr = pad_to_patch(normalised_mr(case, config), patch, -1.0)
+    normalised, background = normalised_mr(case, config)
+    mr = pad_to_patch(normalised, patch, background)
     ct = pad_to_patch(normalise_ct(case.ct), patch, -1.0)
     mask = pad_to_patch(case.mask.astype(np.uint8, copy=False), patch, 0)
     foreground = np.flatnonzero(mask)
     if foreground.size > MAX_FOREGROUND_INDICES:
         foreground = foreground[:: math.ceil(foreground.size / MAX_FOREGROUND_INDICES)]
-    return TrainVolume(case.case_id, mr, ct, mask, foreground.astype(np.int64))
+    return TrainVolume(case.case_id, mr, ct, mask, foreground.astype(np.int64), background)
 
 
 def prepare_validation_volume(case: CaseVolumes, config: Config) -> ValidationVolume:
     """Normalised MR and the CT kept in HU (metrics are computed in HU)."""
     if case.ct is None:
         raise ValueError(f"{case.case_id}: validation needs a CT")
-    return ValidationVolume(case.case_id, normalised_mr(case, config), case.ct.astype(np.float32, copy=False),
-                            case.mask.astype(np.uint8, copy=False))
+    normalised, background = normalised_mr(case, config)
+    return ValidationVolume(case.case_id, normalised, case.ct.astype(np.float32, copy=False),
+                            case.mask.astype(np.uint8, copy=False), background)
 
 
 def window_around(centre: Sequence[int], shape: Sequence[int], patch_size: Sequence[int]) -> Shape3:
@@ -221,7 +231,7 @@ def extract_patch(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int
     big = [p + 2 * m for p, m in zip(patch, margin, strict=True)]
     start = [s - m for s, m in zip(spec.start, margin, strict=True)]
     data = {
-        "mr": crop(volume.mr, start, big, -1.0)[None],
+        "mr": crop(volume.mr, start, big, volume.mr_background)[None],
         "ct": crop(volume.ct, start, big, -1.0)[None],
         "mask": crop(volume.mask, start, big, 0).astype(np.float32)[None],
     }
@@ -250,7 +260,7 @@ def extract_crop(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int]
     augmented = spec.rotate is not None
     affine = affine_matrix(spec.rotate, spec.scale, spec.translate) if augmented else np.eye(4)  # type: ignore[arg-type]
     return {
-        "mr": crop(volume.mr, start, big, -1.0)[None].astype(np.float32, copy=False),
+        "mr": crop(volume.mr, start, big, volume.mr_background)[None].astype(np.float32, copy=False),
         "ct": crop(volume.ct, start, big, -1.0)[None].astype(np.float32, copy=False),
         "mask": crop(volume.mask, start, big, 0)[None].astype(np.float32),
         "affine": affine.astype(np.float64),

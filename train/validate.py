@@ -60,7 +60,7 @@ def predict_volume(volume: ValidationVolume, predictor: Predictor, config: Confi
     normalised = sliding_window_predict(
         volume.mr, predictor, patch_size=tuple(config.data.patch_size), overlap=validation.overlap,
         mask=volume.mask, batch_size=validation.batch_size, mode=validation.blend,
-        sigma_scale=validation.sigma_scale,
+        sigma_scale=validation.sigma_scale, pad_value=volume.mr_background,
     )
     return finalise_sct(denormalise_ct(normalised), volume.mask)
 
