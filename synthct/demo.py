@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO_STEPS = 400
 """Training steps of ``make demo`` (configs/cpu_smoke.yaml, cosine schedule over these steps): about as many as
 the config's former 9.5-minute budget gave on a quiet 2-core machine (≈ 340–500)."""
@@ -70,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads for training (default 0: torch's choice; 1: bit-identical reruns, "
                              "as multi-threaded CPU kernels do not fix their summation order)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "cpu_smoke.yaml")
+    parser.add_argument("--config", default="cpu_smoke",
+                        help="training config: a bundled name (default cpu_smoke) or a YAML file")
     args = parser.parse_args(argv)
     if args.steps <= 0 and args.minutes <= 0:
         parser.error("--steps 0 needs --minutes: training needs an end")
