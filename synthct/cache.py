@@ -138,9 +138,9 @@ class CacheSettings:
 def settings_for_patch(region: str, patch_size: Sequence[int], mr_rule: MrRule = "max",
                        mr_percentile: float = 99.5) -> CacheSettings:
     """Settings a run with this patch needs: margin half the largest patch edge, volumes at least one patch."""
-    patch = tuple(int(p) for p in patch_size)
-    return CacheSettings(canonical_region(region), mr_rule, float(mr_percentile), math.ceil(max(patch) / 2),
-                         patch)  # type: ignore[arg-type]
+    pz, py, px = (int(p) for p in patch_size)
+    return CacheSettings(canonical_region(region), mr_rule, float(mr_percentile), math.ceil(max(pz, py, px) / 2),
+                         (pz, py, px))
 
 
 def settings_problems(cached: dict[str, Any], wanted: CacheSettings) -> list[str]:
@@ -356,14 +356,16 @@ def body_box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, in
             raise ValueError("the body mask is empty")
         starts.append(int(present[0]))
         stops.append(int(present[-1]) + 1)
-    return tuple(starts), tuple(stops)  # type: ignore[return-value]
+    (z0, y0, x0), (z1, y1, x1) = starts, stops
+    return (z0, y0, x0), (z1, y1, x1)
 
 
 def crop_box(mask: np.ndarray, margin: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """The body box grown by ``margin`` voxels on every side, limited to the volume."""
-    start, stop = body_box(mask)
-    return (tuple(max(0, s - margin) for s in start),  # type: ignore[return-value]
-            tuple(min(n, e + margin) for e, n in zip(stop, mask.shape, strict=True)))
+    (z0, y0, x0), (z1, y1, x1) = body_box(mask)
+    nz, ny, nx = mask.shape
+    return ((max(0, z0 - margin), max(0, y0 - margin), max(0, x0 - margin)),
+            (min(nz, z1 + margin), min(ny, y1 + margin), min(nx, x1 + margin)))
 
 
 def _write_npy(path: Path, array: np.ndarray) -> dict[str, Any]:

@@ -113,10 +113,15 @@ def find_cases(
     problems = [problem for report in reports for problem in report.problems]
     if problems:
         raise DatasetError(problems, root)
-    return [
-        Case(r.case_id, r.region, r.files["mr"], r.files["ct"], r.files["mask"])  # type: ignore[arg-type]
-        for r in reports
-    ]
+    return [_case_of(r, root) for r in reports]
+
+
+def _case_of(report: CaseReport, root: str | os.PathLike[str]) -> Case:
+    """The :class:`Case` of a problem-free report (whose MR and mask paths are therefore present)."""
+    mr, mask = report.files["mr"], report.files["mask"]
+    if mr is None or mask is None:
+        raise DatasetError([f"{report.case_id}: MR or mask file missing"], root)
+    return Case(report.case_id, report.region, mr, report.files["ct"], mask)
 
 
 def scan_dataset(
@@ -235,9 +240,8 @@ def _check_case(
             problems.append(f"{case_id}: {modality} file missing in {folder}")
     report = CaseReport(case_id, region, folder, files, problems=problems)
     geometries: dict[str, Geometry] = {}
-    for modality, path in files.items():
-        if path is None:
-            continue
+    present = {modality: path for modality, path in files.items() if path is not None}
+    for modality, path in present.items():
         try:
             geometries[modality] = Geometry.of(read_image(path)) if full_read else read_header_geometry(path)
         except ImageError as exc:
@@ -249,7 +253,7 @@ def _check_case(
             if modality in geometries:
                 differences = geometry_differences(reference, geometries[modality])
                 if differences:
-                    problems.append(f"{case_id}: {files[modality]}: geometry differs from {files['mr'].name}: "  # type: ignore[union-attr]
+                    problems.append(f"{case_id}: {present[modality]}: geometry differs from {present['mr'].name}: "
                                     + "; ".join(differences))
     return report
 

@@ -65,7 +65,8 @@ class ModelPackage:
     @property
     def patch_size(self) -> tuple[int, int, int]:
         """Patch size (z, y, x) in voxels."""
-        return tuple(int(v) for v in self.manifest["patch_size"])  # type: ignore[return-value]
+        z, y, x = (int(v) for v in self.manifest["patch_size"])
+        return z, y, x
 
     @property
     def overlap(self) -> float:

@@ -155,10 +155,10 @@ def plan_windows(
     """The window grid for ``shape``; with ``mask`` (same shape), windows without a mask voxel are ``skipped``."""
     shape3, patch3 = _as_shape3(shape, "shape"), _as_shape3(patch_size, "patch_size")
     pad = padding(shape3, patch3)
-    padded_shape = tuple(size + before + after for size, (before, after) in zip(shape3, pad, strict=True))
+    padded_shape = (shape3[0] + sum(pad[0]), shape3[1] + sum(pad[1]), shape3[2] + sum(pad[2]))
     starts = window_starts(shape3, patch3, overlap)
     if mask is None:
-        return WindowPlan(shape3, patch3, pad, padded_shape, starts, [])  # type: ignore[arg-type]
+        return WindowPlan(shape3, patch3, pad, padded_shape, starts, [])
     mask = np.asarray(mask)
     if mask.shape != shape3:
         raise ValueError(f"mask shape {mask.shape} differs from the volume shape {shape3}")
@@ -168,7 +168,7 @@ def plan_windows(
     for start in starts:
         window = tuple(slice(s, s + p) for s, p in zip(start, patch3, strict=True))
         (computed if inside[window].any() else skipped).append(start)
-    return WindowPlan(shape3, patch3, pad, padded_shape, computed, skipped)  # type: ignore[arg-type]
+    return WindowPlan(shape3, patch3, pad, padded_shape, computed, skipped)
 
 
 def _extract(padded: np.ndarray, batch: np.ndarray, windows: list[tuple[slice, ...]]) -> np.ndarray:

@@ -224,10 +224,11 @@ def _subsample(normalised: np.ndarray, mask: np.ndarray,
     step = 1
     while normalised.size / step**3 > FEATURE_VOXELS:
         step += 1
+    dz, dy, dx = (float(s) for s in spacing_zyx_mm)
     if step == 1:
-        return normalised, mask, tuple(float(s) for s in spacing_zyx_mm)  # type: ignore[return-value]
+        return normalised, mask, (dz, dy, dx)
     window = (slice(None, None, step),) * 3
-    return normalised[window], mask[window], tuple(float(s) * step for s in spacing_zyx_mm)  # type: ignore[return-value]
+    return normalised[window], mask[window], (dz * step, dy * step, dx * step)
 
 
 def ood_features(normalised: np.ndarray, mask: np.ndarray, spacing_zyx_mm: Sequence[float]) -> dict[str, Any]:
@@ -407,7 +408,7 @@ def score_case(features: dict[str, Any], record: dict[str, Any],
     score, deviations = _deviations(features, record)
     threshold = float(record["threshold"]["score"])
     reasons = []
-    for name in sorted(deviations, key=deviations.get, reverse=True):  # type: ignore[arg-type]
+    for name in sorted(deviations, key=lambda k: deviations[k], reverse=True):
         if deviations[name] > threshold:
             value = histogram_w1(features["histogram"], record["histogram_mean"]) if name == "histogram_w1" \
                 else features[name]

@@ -39,7 +39,10 @@ def versions() -> dict[str, str]:
 
 def capture_rng() -> dict[str, Any]:
     """The process's torch, CUDA, numpy (legacy global) and ``random`` RNG states as tensors/lists."""
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    numpy_state = np.random.get_state(legacy=True)
+    if isinstance(numpy_state, dict):  # only for a non-MT19937 bit generator, which the global RNG never has
+        raise ValueError(f"the global numpy RNG is not MT19937: {numpy_state.get('bit_generator')!r}")
+    name, keys, pos, has_gauss, cached = numpy_state
     version, state, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),

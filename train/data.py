@@ -13,9 +13,9 @@ where it stopped, with any number of data-loader workers. Each patch's window li
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from synthct.intensity import apply_mr_statistics, mr_statistics, normalise_ct, 
 from synthct.sliding_window import pad_to_shape
 
 Shape3 = tuple[int, int, int]
+T = TypeVar("T")
 WORKER_START = "forkserver"
 """How loader workers start: from a clean server process, not by forking this one (a fork of a process holding
 other runtimes' thread pools crashed in the full test suite); cached volumes pickle as memory-map paths."""
@@ -156,7 +157,8 @@ def window_around(centre: Sequence[int], shape: Sequence[int], patch_size: Seque
     start = []
     for c, size, patch in zip(centre, shape, patch_size, strict=True):
         start.append(int(min(max(int(c) - patch // 2, 0), size - patch)))
-    return tuple(start)  # type: ignore[return-value]
+    z, y, x = start
+    return z, y, x
 
 
 def _augment_parameters(rng: np.random.Generator, augment: AugmentConfig) -> tuple[
@@ -164,10 +166,16 @@ def _augment_parameters(rng: np.random.Generator, augment: AugmentConfig) -> tup
     if not augment.enabled or rng.random() >= augment.probability:
         return None
     limit = math.radians(augment.rotate_degrees)
-    rotate = tuple(float(v) for v in rng.uniform(-limit, limit, 3))
-    scale = tuple(float(v) for v in 1.0 + rng.uniform(-augment.scale, augment.scale, 3))
-    translate = tuple(float(v) for v in rng.uniform(-augment.translate_voxels, augment.translate_voxels, 3))
-    return rotate, scale, translate  # type: ignore[return-value]
+    rotate = _triple(float(v) for v in rng.uniform(-limit, limit, 3))
+    scale = _triple(float(v) for v in 1.0 + rng.uniform(-augment.scale, augment.scale, 3))
+    translate = _triple(float(v) for v in rng.uniform(-augment.translate_voxels, augment.translate_voxels, 3))
+    return rotate, scale, translate
+
+
+def _triple(values: Iterable[T]) -> tuple[T, T, T]:
+    """Exactly three ``values`` as a tuple (z, y, x); raises ``ValueError`` for any other count."""
+    z, y, x = values
+    return z, y, x
 
 
 def draw_epoch_specs(volumes: Sequence[TrainVolume], count: int, config: Config, seed: int, rank: int,
@@ -189,12 +197,12 @@ def draw_epoch_specs(volumes: Sequence[TrainVolume], count: int, config: Config,
         from_foreground = bool(rng.random() < config.data.foreground_fraction) and volume.foreground.size > 0
         if from_foreground:
             flat = int(volume.foreground[rng.integers(volume.foreground.size)])
-            centre = tuple(int(v) for v in np.unravel_index(flat, shape))
+            centre = _triple(int(v) for v in np.unravel_index(flat, shape))
         else:
-            centre = tuple(int(rng.integers(0, size)) for size in shape)
+            centre = _triple(int(rng.integers(0, size)) for size in shape)
         augment = _augment_parameters(rng, config.data.augment)
         rotate, scale, translate = augment if augment is not None else (None, None, None)
-        specs.append(PatchSpec(int(index), window_around(centre, shape, patch), centre,  # type: ignore[arg-type]
+        specs.append(PatchSpec(int(index), window_around(centre, shape, patch), centre,
                                from_foreground, rotate, scale, translate))
     return specs
 
@@ -249,6 +257,15 @@ def extract_patch(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int
     return {key: np.asarray(torch.as_tensor(out[key]).numpy(), dtype=np.float32) for key in ("mr", "ct", "mask")}
 
 
+def _spec_affine(spec: PatchSpec) -> np.ndarray:
+    """The patch's affine (4, 4): identity without augmentation (rotation, scale and translation come together)."""
+    if spec.rotate is None:
+        return np.eye(4)
+    if spec.scale is None or spec.translate is None:
+        raise ValueError(f"patch spec {spec!r}: rotation without scale or translation")
+    return affine_matrix(spec.rotate, spec.scale, spec.translate)
+
+
 def extract_crop(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int]) -> dict[str, np.ndarray]:
     """For augmentation on the device (train.augment.apply_batch_affine): the crop around the patch, larger by
     ``AUGMENT_MARGIN`` of the patch on each side (``mr``, ``ct``, ``mask``: (1, *crop) float32), the patch's
@@ -258,7 +275,7 @@ def extract_crop(volume: TrainVolume, spec: PatchSpec, patch_size: Sequence[int]
     big = [p + 2 * m for p, m in zip(patch, margin, strict=True)]
     start = [s - m for s, m in zip(spec.start, margin, strict=True)]
     augmented = spec.rotate is not None
-    affine = affine_matrix(spec.rotate, spec.scale, spec.translate) if augmented else np.eye(4)  # type: ignore[arg-type]
+    affine = _spec_affine(spec)
     return {
         "mr": crop(volume.mr, start, big, volume.mr_background)[None].astype(np.float32, copy=False),
         "ct": crop(volume.ct, start, big, -1.0)[None].astype(np.float32, copy=False),

@@ -92,8 +92,16 @@ def validate(generator: torch.nn.Module, volumes: Sequence[ValidationVolume], co
         generator.train(was_training)
     keys = list(next(iter(per_case.values())).keys()) if per_case else []
     aggregates = {key: aggregate(case[key] for case in per_case.values()) for key in keys}
-    mean = {key: float(aggregates[key]["mean"]) for key in keys}  # type: ignore[arg-type]
+    mean = {key: _mean_of(aggregates[key], key) for key in keys}
     return ValidationResult(per_case, mean, aggregates, time.monotonic() - started, first_sct)
+
+
+def _mean_of(summary: dict[str, float | int | None], key: str) -> float:
+    """The mean of one metric's :func:`aggregate` summary; every case has every metric, so it is never None."""
+    mean = summary["mean"]
+    if mean is None:
+        raise ValueError(f"validation metric {key!r} has no value in any case")
+    return float(mean)
 
 
 def slice_grid(mr_normalised: np.ndarray, sct_hu: np.ndarray, ct_hu: np.ndarray,

@@ -177,10 +177,15 @@ def generate_volumes(region: str, seed: int, size: str = "small") -> PhantomVolu
     del texture
     mr_int = np.clip(np.rint(mr), 0, MR_MAX).astype(np.int16)
     del mr
-    spacing_xyz = tuple(float(s) for s in spec.spacing_mm[::-1])
-    origin_xyz = tuple(round(-(n - 1) / 2.0 * s, 3) for n, s in zip(spec.shape[::-1], spacing_xyz, strict=True))
-    return PhantomVolumes(region, int(seed), size, labels, ct_hu, mr_int, mask, spacing_xyz,  # type: ignore[arg-type]
-                          origin_xyz)  # type: ignore[arg-type]
+    nz, ny, nx = spec.shape
+    dz, dy, dx = (float(s) for s in spec.spacing_mm)
+    origin_xyz = (_centred_origin(nx, dx), _centred_origin(ny, dy), _centred_origin(nz, dz))
+    return PhantomVolumes(region, int(seed), size, labels, ct_hu, mr_int, mask, (dx, dy, dz), origin_xyz)
+
+
+def _centred_origin(n_voxels: int, spacing_mm: float) -> float:
+    """Origin (mm, rounded to µm) that puts the centre of ``n_voxels`` voxels of ``spacing_mm`` at 0."""
+    return round(-(n_voxels - 1) / 2.0 * spacing_mm, 3)
 
 
 def generate_case(region: str, seed: int, size: str = "small") -> tuple[sitk.Image, sitk.Image, sitk.Image]:
