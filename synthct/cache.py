@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import mmap
-import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -567,11 +566,10 @@ def _prepare_locked(root: Path, settings: CacheSettings, cache_dir: Path, worker
         jobs = [(case, str(_case_dir(cache_dir, case.case_id)), settings, str(root)) for case in todo]
         try:
             if workers > 1 and len(todo) > 1:
-                # forkserver, not Linux's default fork: the caller (the trainer, a test run) may hold native thread
-                # pools (torch, OpenVINO, gloo) that a forked child would inherit half-locked.
-                context = multiprocessing.get_context("forkserver")
-                count = min(workers, len(todo))
-                with concurrent.futures.ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+                # The process's default start method (fork on Linux): a spawn/forkserver pool re-runs the caller's
+                # __main__ in every worker, so a script without a main guard (a torchrun rank script) would hang
+                # here. The test suite makes forkserver its default (tests/fork_guard.py), so it never forks itself.
+                with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
                     futures = [pool.submit(_build_case_job, *job) for job in jobs]
                     for future in concurrent.futures.as_completed(futures):
                         _record(manifest, cache_dir, future.result(), errors)
