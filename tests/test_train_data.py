@@ -13,13 +13,13 @@ from synthct.train.data import (
     draw_epoch_specs,
     extract_crop,
     extract_patch,
-    pad_to_patch,
     prepare_train_volume,
     window_around,
 )
 
 from synthct.dataset import CaseVolumes
 from synthct.intensity import mr_statistics, normalise_ct, normalised_background
+from synthct.sliding_window import pad_to_shape
 
 
 def _case(shape: tuple[int, int, int], seed: int = 0, case_id: str = "1BA001") -> CaseVolumes:
@@ -40,7 +40,7 @@ def _config(**data: object) -> object:
 
 def test_pad_to_patch_pads_small_axes_only() -> None:
     array = np.zeros((40, 70, 64), dtype=np.float32)
-    padded = pad_to_patch(array, (64, 64, 64), -1.0)
+    padded = pad_to_shape(array, (64, 64, 64), -1.0)
     assert padded.shape == (64, 70, 64)
     assert padded[0, 0, 0] == -1.0 and padded[11, 0, 0] == -1.0 and padded[12, 0, 0] == 0.0 and padded[52, 0, 0] == -1.0
 

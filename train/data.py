@@ -113,12 +113,6 @@ class PatchSpec:
     translate: tuple[float, float, float] | None = None
 
 
-def pad_to_patch(array: np.ndarray, patch_size: Sequence[int], value: float) -> np.ndarray:
-    """``array`` padded (evenly on both sides) with ``value`` so that every axis is at least the patch size
-    (:func:`synthct.sliding_window.pad_to_shape`)."""
-    return pad_to_shape(array, patch_size, value)
-
-
 def normalised_mr(case: CaseVolumes, config: Config) -> tuple[np.ndarray, float]:
     """The case's MR normalised with the configured rule (synthct.intensity.normalise_mr) and its normalised MR 0
     (:func:`synthct.intensity.normalised_background`)."""
@@ -134,9 +128,9 @@ def prepare_train_volume(case: CaseVolumes, config: Config) -> TrainVolume:
         raise ValueError(f"{case.case_id}: training needs a CT")
     patch = config.data.patch_size
     normalised, background = normalised_mr(case, config)
-    mr = pad_to_patch(normalised, patch, background)
-    ct = pad_to_patch(normalise_ct(case.ct), patch, -1.0)
-    mask = pad_to_patch(case.mask.astype(np.uint8, copy=False), patch, 0)
+    mr = pad_to_shape(normalised, patch, background)
+    ct = pad_to_shape(normalise_ct(case.ct), patch, -1.0)
+    mask = pad_to_shape(case.mask.astype(np.uint8, copy=False), patch, 0)
     foreground = np.flatnonzero(mask)
     if foreground.size > MAX_FOREGROUND_INDICES:
         foreground = foreground[:: math.ceil(foreground.size / MAX_FOREGROUND_INDICES)]
