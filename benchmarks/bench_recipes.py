@@ -14,13 +14,13 @@ stage and the ones after it first):
 1. ``data``: one dataset and one stratified split per region (benchmarks/recipes_data.py): brain = small phantoms
    + cases simulated from the real head CT; pelvis = small phantoms. One model per region, as the product trains.
    The per-recipe training caches are built here too (not on the training clock).
-2. ``train``: first a few steps and one validation of each recipe (benchmarks/recipes_train.py, kept in
-   runs/calibration while config, overrides, cores and threads stay the same) give the seconds per step and per
-   validation, hence ``validation.every_steps`` for about ``--validations`` validations per run; then
-   ``synthct train --config <recipe> --set train.max_minutes=M+V`` (V: the run's own validations, calibrated, so
-   that both recipes get M minutes of training steps whatever their validation costs; the trainer stops in time
-   for its final validation and checkpoint; best.pt is the best validation; the learning curve's minutes leave the
-   validations out). One after the other with every core and ``train.num_threads`` = cores, or ``--concurrent``:
+2. ``train``: first a few steps of each recipe (benchmarks/recipes_train.py, kept in runs/calibration while
+   config, overrides, cores and threads stay the same) give the seconds per step, hence ``validation.every_steps``
+   for about ``--validations`` validations per run; then ``synthct train --config <recipe> --set
+   train.max_minutes=M --set train.budget_excludes_validation=true``: M minutes of start-up, training steps and
+   checkpoints for both recipes whatever their validations cost (those run on top); the trainer stops in time for
+   its last checkpoint; best.pt is the best validation; the learning curve's minutes leave the validations out.
+   One after the other with every core and ``train.num_threads`` = cores, or ``--concurrent``:
    both at once, each pinned to its own core with one thread, the budget being then the same per core. With two
    regions each run gets half the budget.
 3. ``export``: ``synthct export`` of each best.pt (parity, backend accuracy records).
@@ -93,8 +93,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction of each source")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validations", type=int, default=4,
-                        help="validations during each run, besides the final one (default 4); their time is added "
-                        "to each run's train.max_minutes")
+                        help="validations during each run, besides the final one (default 4); they run on top "
+                        "of the budget")
     parser.add_argument("--paper-config", type=Path, default=REPO / "configs" / "cpu_smoke.yaml")
     parser.add_argument("--resenc-config", type=Path, default=REPO / "configs" / "resenc_cpu_smoke.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -139,7 +139,7 @@ def redo_from(work: Path, stage: str, names: list[str]) -> None:
     """Delete the outputs of ``stage`` and every later stage."""
     later = STAGES[STAGES.index(stage):]
     folders = {"data": [work / "data", work / "splits", work / "cache", work / "inputs", work / "speed_case"],
-               "train": [work / "runs" / n for n in names],
+               "train": [work / "runs" / n for n in [*names, "calibration"]],
                "export": [work / "packages"], "predict": [work / "predict"],
                "evaluate": [work / "eval" / n / "metrics.json" for n in names],
                "dose": [work / "eval" / n / "dose" for n in names], "speed": [work / "speed"]}
@@ -340,14 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         calibration.update(training.calibrate(group, work / "data", split_path, caches, args.concurrent, say))
         todo = []
         for run in group:
-            every, run_minutes = training.plan(minutes * 60.0, calibration[run.name], args.validations)
-            run.overrides = [*args.overrides, f"train.max_minutes={run_minutes:g}", "train.max_steps=0",
-                             f"validation.every_steps={every}",
+            every = training.validation_every(minutes * 60.0, calibration[run.name], args.validations)
+            run.overrides = [*args.overrides, f"train.max_minutes={minutes:g}", "train.budget_excludes_validation=true",
+                             "train.max_steps=0", f"validation.every_steps={every}",
                              "validation.every_epochs=0", "validation.at_end=true"]
             argvs[run.name] = training.command(run, work / "data", split_path, caches[run.name])
-            say(f"{run.name}: {calibration[run.name]['step_s']:.2f} s/step, validation "
-                f"{calibration[run.name]['validation_s']:.0f} s → validation every {every} steps, "
-                f"train.max_minutes {run_minutes:g} ({minutes:g} + its validations)")
+            say(f"{run.name}: {calibration[run.name]['step_s']:.2f} s/step → validation every {every} steps, "
+                f"train.max_minutes {minutes:g} (validations on top)")
             if training.finished(run.out):
                 say(f"train {run.name}: done before, kept ({run.out})")
             else:

@@ -1,11 +1,12 @@
 """Training part of ``bench_recipes.py``: ``synthct train`` runs of both recipes on one budget, one after the
 other with every core, or concurrently with one core each (pinned with ``os.sched_setaffinity``, one torch thread).
 
-A short calibration run per recipe (a few steps, one validation; same cores and threads as the real run) gives
-the seconds per step, per validation and before the first step. From them ``validation.every_steps`` is set so that
-each run validates about ``validations`` times spread over its budget, plus the trainer's final validation, and
-``train.max_minutes`` is the budget plus the run's own (K + 1) validations: the budget buys training steps, and a
-generator that is slower to validate (the paper's) does not lose training time to the learning curve's points.
+A short calibration run per recipe (a few steps, no validation; same cores and threads as the real run) gives
+the seconds per step and before the first step. From them ``validation.every_steps`` is set so that each run
+validates about ``validations`` times spread over its budget, plus the trainer's final validation. Every run has
+``train.max_minutes`` = the budget and ``train.budget_excludes_validation``: the budget buys start-up, training
+steps and checkpoints, every validation runs on top, so a generator that is slower to validate (the paper's) does
+not lose training time to the learning curve's points.
 The curve is read from each run's ``log.jsonl`` (train/logs.py): its ``validation`` records hold the step,
 MAE / PSNR / SSIM, the validation's ``seconds`` and ``elapsed_s`` (wall clock since the trainer started, taken
 after the validation); training minutes = elapsed_s less every validation's seconds so far.
@@ -143,9 +144,9 @@ def progress_line(run_dir: Path) -> str:
 
 def calibrate(runs: list[Run], data: Path, split: Path, caches: dict[str, Path], concurrent: bool,
               say: Callable[[str], None]) -> dict[str, dict[str, float]]:
-    """Seconds per step, per validation and before the first step of each run, from a
-    :data:`CALIBRATION_STEPS`-step run with one validation at the end (``<run>/../calibration/<name>``); kept in
-    ``calibration.json`` there and reused while the config, overrides, cores and threads are the same."""
+    """Seconds per step and before the first step of each run, from a :data:`CALIBRATION_STEPS`-step run without
+    validation (``<run>/../calibration/<name>``); kept in ``calibration.json`` there and reused while the config,
+    overrides, cores and threads are the same."""
     results: dict[str, dict[str, float]] = {}
     todo, argvs = [], []
     for run in runs:
@@ -159,30 +160,28 @@ def calibrate(runs: list[Run], data: Path, split: Path, caches: dict[str, Path],
         shutil.rmtree(folder, ignore_errors=True)
         probe = Run(run.name, run.config, run.region, folder, [
             *run.overrides, f"train.max_steps={CALIBRATION_STEPS}", "train.max_minutes=0",
-            "validation.every_steps=0", "validation.every_epochs=0", "validation.at_end=true",
+            "validation.every_steps=0", "validation.every_epochs=0", "validation.at_end=false",
             "logging.log_every_steps=1", "logging.tensorboard=false"], run.cpus, run.threads)
         todo.append((probe, key))
         argvs.append(command(probe, data, split, caches[run.name]))
     if todo:
-        say(f"calibration: {CALIBRATION_STEPS} steps + 1 validation of {', '.join(p.name for p, _ in todo)}")
+        say(f"calibration: {CALIBRATION_STEPS} steps of {', '.join(p.name for p, _ in todo)}")
         run_all([p for p, _ in todo], argvs, concurrent, say)
     for probe, key in todo:
         records = read_log(probe.out)
         times = [r["elapsed_s"] for r in records if r.get("kind") == "train"]
         gaps = [b - a for a, b in itertools.pairwise(times)][2:]  # the first steps warm up
-        vals = [r["seconds"] for r in records if r.get("kind") == "validation"]
-        result = {"step_s": round(statistics.median(gaps), 3), "validation_s": round(vals[-1], 1),
-                  "first_step_elapsed_s": round(times[0], 1), "key": key}
+        result = {"step_s": round(statistics.median(gaps), 3), "first_step_elapsed_s": round(times[0], 1),
+                  "key": key}
         write_json_atomic(probe.out / "calibration.json", result)
         results[probe.name] = result
     return results
 
 
-def plan(budget_s: float, calibration: dict[str, float], validations: int) -> tuple[int, float]:
-    """(``validation.every_steps``, ``train.max_minutes``): ``validations`` validations and the final one split
-    the budget's training time (less the start-up before the first step) into equal parts; the run's minutes are
-    the budget plus those validations (a margin of 10 % on their calibrated seconds)."""
-    step_s, validation_s = calibration["step_s"], calibration["validation_s"]
+def validation_every(budget_s: float, calibration: dict[str, float], validations: int) -> int:
+    """``validation.every_steps`` for ``validations`` validations and the final one to split the budget's training
+    time (less the start-up before the first step) into equal parts."""
     training_s = budget_s - calibration["first_step_elapsed_s"]
-    every = max(1, math.floor(training_s / (validations + 1) / step_s)) if training_s > 0 else 1
-    return every, round((budget_s + 1.1 * (validations + 1) * validation_s) / 60.0, 2)
+    if training_s <= 0:
+        return 1
+    return max(1, math.floor(training_s / (validations + 1) / calibration["step_s"]))

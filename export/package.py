@@ -38,12 +38,12 @@ from tqdm import tqdm
 from synthct.atomic import temp_prefix
 from synthct.model_package import (
     MANIFEST_NAME,
-    REGIONS,
     file_entry,
     load_model_package,
     sha256_of,
     write_manifest,
 )
+from synthct.regions import REGIONS
 
 log = logging.getLogger("synthct.export")
 

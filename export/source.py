@@ -21,7 +21,8 @@ from synthct.export.errors import ExportError
 
 from synthct.geometry import NetworkGeometry
 from synthct.intensity import MR_RULES, MrRule
-from synthct.model_package import REGIONS, sha256_of
+from synthct.model_package import sha256_of
+from synthct.regions import REGIONS
 
 
 @dataclass(frozen=True)

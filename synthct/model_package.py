@@ -24,8 +24,7 @@ from typing import Any
 from synthct.atomic import write_json_atomic
 from synthct.geometry import NetworkGeometry
 from synthct.intensity import BACKGROUND_HU, HU_MAX, HU_MIN, MR_RULES, MrRule
-from synthct.regions import (  # noqa: F401 (REGIONS: re-exported)
-    REGIONS,
+from synthct.regions import (
     Region,
     RegionError,
     canonical_region,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,6 +249,44 @@ def test_time_budget_stops_in_time_and_validates_at_the_end(dataset: Path, tmp_p
     expected = [config.optim.lr_generator * trainer_module.lr_factor(config, k, 10.0 * k / (53.0 - reserve))
                 for k in range(steps)]
     assert learning_rates == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("excluded", [False, True])
+def test_validations_off_the_budget_buy_the_same_training_time(dataset: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, excluded: bool) -> None:
+    """Fake clock: 10 s per step, 100 s per validation (every 2 steps), a 53 s budget.
+
+    ``train.budget_excludes_validation``: the validations run on top of the budget, so the run takes the 5 steps it
+    would take without any validation (50 + 10 + 2 s checkpoint reserve > 53 stops it) and validates at steps 2, 4
+    and at the end. Counted (the default): the first validation (100 s) spends the budget at step 2.
+    """
+    clock = FakeClock()
+    step, validate = trainer_module.train_step, trainer_module.validate
+
+    def step_taking_10_s(*args: object, **kwargs: object) -> dict[str, float]:
+        values = step(*args, **kwargs)
+        clock.advance(10.0)
+        return values
+
+    def validation_taking_100_s(*args: Any, **kwargs: Any) -> Any:
+        result = validate(*args, **kwargs)
+        clock.advance(100.0)
+        return result
+
+    monkeypatch.setattr(trainer_module, "train_step", step_taking_10_s)
+    monkeypatch.setattr(trainer_module, "validate", validation_taking_100_s)
+    config = config_from_dict(tiny_config(
+        train={"max_steps": 0, "epochs": 1000, "max_minutes": 53.0 / 60.0, "budget_excludes_validation": excluded},
+        validation={"every_epochs": 0, "every_steps": 2, "at_end": True, "batch_size": 1},
+        logging={"log_every_steps": 1},
+        data={"root": str(dataset)},
+    ))
+    run = tmp_path / "run"
+    result = Trainer(config, run, clock=clock).run()
+    steps, validations = (5, 3) if excluded else (2, 1)
+    assert (result.stopped, result.step) == ("time_budget", steps)
+    assert result.seconds == 10.0 * steps + 100.0 * validations  # wall clock: the validations took place
+    assert len(list(run.glob("validation/*.json"))) == validations
 
 
 def test_learning_rate_schedule() -> None:

@@ -22,19 +22,25 @@ def final_reserve_s(validation_s: Callable[[], float], checkpoint_s: float, vali
 
 @dataclass
 class TimeBudget:
-    """``seconds`` of wall clock counted from ``started`` on ``clock`` (``seconds`` 0: no budget)."""
+    """``seconds`` of wall clock counted from ``started`` on ``clock`` (``seconds`` 0: no budget), less the
+    seconds :meth:`exclude` took off (validations, with ``train.budget_excludes_validation``)."""
 
     seconds: float
     started: float
     clock: Clock = time.monotonic
+    excluded_s: float = 0.0
 
     @property
     def enabled(self) -> bool:
         return self.seconds > 0
 
     def elapsed(self) -> float:
-        """Seconds since ``started``."""
-        return self.clock() - self.started
+        """Seconds since ``started`` that count against the budget."""
+        return self.clock() - self.started - self.excluded_s
+
+    def exclude(self, seconds: float) -> None:
+        """Take ``seconds`` of work just done (a validation) off the budget's count."""
+        self.excluded_s += max(0.0, seconds)
 
     def exceeded(self, upcoming: float, reserve: float) -> bool:
         """True when ``upcoming`` seconds of work now would leave less than ``reserve`` seconds of the budget."""

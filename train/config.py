@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from synthct import settings
 from synthct.intensity import MrRule
-from synthct.regions import REGIONS, Region, region_or_none  # noqa: F401 (REGIONS: re-exported)
+from synthct.regions import Region, region_or_none
 from synthct.settings import Bool, Float, Int, Settings, Str, in_range, length
 
 
@@ -187,6 +187,10 @@ class TrainConfig(Settings):
     max_minutes: Annotated[Float, in_range(0.0)] = 0.0
     """Wall-clock budget including validation and checkpointing (0: none): training stops early enough for a
     final validation and checkpoint to fit."""
+    budget_excludes_validation: Bool = False
+    """False: ``max_minutes`` is the run's wall clock, validations included. True: it counts start-up, training
+    steps and checkpoints only; every validation (the final one too) runs on top, so runs whose validations cost
+    differently get the same training time (benchmarks comparing recipes)."""
     seed: Annotated[Int, in_range(0)] = 0
     device: Str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda, cuda:N."""

@@ -307,6 +307,8 @@ class Trainer:
             # the time budget reserves room for the final validation, over every case
             seconds = self.clock() - began
             self.validation_estimate_s = seconds * len(self.val_volumes) / len(volumes) * 1.1 + 1.0
+            if self.config.train.budget_excludes_validation:
+                self.budget.exclude(seconds)
             self.last_metrics = dict(result.mean)
             self._log_validation(result, "_all" if final and self.config.validation.max_cases else "")
             mae = result.mean.get("mae")
@@ -368,8 +370,10 @@ class Trainer:
         return self.budget.enabled and self.info.is_main
 
     def _reserve_s(self) -> float:
-        """Seconds kept for the end of the run (final validation when ``validation.at_end``, last checkpoint)."""
-        return final_reserve_s(self._estimate_validation, self.checkpoint_estimate_s, self.config.validation.at_end)
+        """Seconds kept for the end of the run (final validation when ``validation.at_end`` and it counts against
+        the budget, last checkpoint)."""
+        counted = self.config.validation.at_end and not self.config.train.budget_excludes_validation
+        return final_reserve_s(self._estimate_validation, self.checkpoint_estimate_s, counted)
 
     def _out_of_time(self, upcoming: float) -> bool:
         """True when ``upcoming`` seconds of work would leave no room for the final validation and checkpoint."""
@@ -467,7 +471,8 @@ class Trainer:
                     if epoch_done or (every and self.step % every == 0):
                         self._save("last.pt")
                     if self._validation_due(epoch_done):
-                        upcoming = self._estimate_validation() if self._budgeted() else 0.0
+                        upcoming = self._estimate_validation() if self._budgeted() and not \
+                            config.train.budget_excludes_validation else 0.0
                         no_time = any_rank([self._out_of_time(upcoming)], self.info, device)[0]
                         if not no_time:
                             self._validate()
