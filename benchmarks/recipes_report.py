@@ -114,15 +114,18 @@ def picture(path: Path, curves: dict[str, list[dict[str, float]]], rows: list[di
     right.set_ylabel("final MAE (HU)")
     right.set_xticks(list(positions), labels)
     speed = right.twinx()
-    bars = speed.bar([p + 0.2 for p in positions], [r.get("s_per_head") or 0.0 for r in rows], 0.4,
-                     label="s / real-size head", color="tab:orange")
+    timed = [(p, r["s_per_head"]) for p, r in zip(positions, rows, strict=True) if r.get("s_per_head")]
+    bars = speed.bar([p + 0.2 for p, _ in timed], [t for _, t in timed], 0.4, label="s / real-size head",
+                     color="tab:orange")  # regions without a speed case get no bar (not a 0)
     speed.bar_label(bars, fmt="%.1f", fontsize=8)
     speed.set_ylabel("s per real-size head (CPU default backend)")
     right.set_title("final figures")
     handles = right.get_legend_handles_labels()[0] + speed.get_legend_handles_labels()[0]
     right.legend(handles, ["MAE (HU)", "s / head"], loc="upper right", fontsize=8)
     text = "\n".join(f"{r['recipe']} {r['region']}: {r.get('steps') or 0} steps, PSNR {_number(r.get('psnr'), 2)}, "
-                     f"SSIM {_number(r.get('ssim'), 3)}, {r.get('backend') or '–'}" for r in rows)
+                     f"SSIM {_number(r.get('ssim'), 3)}, photon / proton gamma 2 %/2 mm "
+                     f"{_number(r.get('photon_gamma'), 1)} / {_number(r.get('proton_gamma'), 1)} %, "
+                     f"{r.get('backend') or '–'}" for r in rows)
     figure.text(0.01, 0.01, text, fontsize=7, family="monospace", va="bottom")
     figure.suptitle(textwrap.fill(title, 170), fontsize=9)
     figure.tight_layout(rect=(0, 0.04 + 0.022 * len(rows), 1, 0.95))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from synthct.train.config import load_config
 
 from synthct import demo
 
@@ -33,9 +34,12 @@ def _settings(command: list[str]) -> dict[str, str]:
 
 def test_demo_trains_a_fixed_number_of_steps_without_a_time_budget(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
-    settings = _settings(_train_command(monkeypatch, tmp_path))
+    command = _train_command(monkeypatch, tmp_path)
+    settings = _settings(command)
     assert settings == {"train.max_steps": str(demo.DEMO_STEPS), "train.max_minutes": "0.0", "train.num_threads": "0"}
-    assert demo.DEMO_STEPS == 400
+    assert demo.DEMO_STEPS > 0
+    assert command[command.index("--config") + 1] == demo.DEMO_CONFIG  # a bundled config: works from a wheel
+    assert load_config(demo.DEMO_CONFIG).model.architecture == "resenc_unet"  # the recipe that wins at this budget
 
 
 def test_demo_time_budget_is_an_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
