@@ -307,7 +307,7 @@ class Trainer:
             # the time budget reserves room for the final validation, over every case
             seconds = self.clock() - began
             self.validation_estimate_s = seconds * len(self.val_volumes) / len(volumes) * 1.1 + 1.0
-            if self.config.train.budget_excludes_validation:
+            if not self._validation_counts:
                 self.budget.exclude(seconds)
             self.last_metrics = dict(result.mean)
             self._log_validation(result, "_all" if final and self.config.validation.max_cases else "")
@@ -369,11 +369,17 @@ class Trainer:
         """Whether a time budget applies here (rank 0 decides; the ranks share its verdict)."""
         return self.budget.enabled and self.info.is_main
 
+    @property
+    def _validation_counts(self) -> bool:
+        """Whether validation time counts against ``train.max_minutes`` (not with
+        ``train.budget_excludes_validation``)."""
+        return not self.config.train.budget_excludes_validation
+
     def _reserve_s(self) -> float:
         """Seconds kept for the end of the run (final validation when ``validation.at_end`` and it counts against
         the budget, last checkpoint)."""
-        counted = self.config.validation.at_end and not self.config.train.budget_excludes_validation
-        return final_reserve_s(self._estimate_validation, self.checkpoint_estimate_s, counted)
+        final_counts = self.config.validation.at_end and self._validation_counts
+        return final_reserve_s(self._estimate_validation, self.checkpoint_estimate_s, final_counts)
 
     def _out_of_time(self, upcoming: float) -> bool:
         """True when ``upcoming`` seconds of work would leave no room for the final validation and checkpoint."""
@@ -471,8 +477,8 @@ class Trainer:
                     if epoch_done or (every and self.step % every == 0):
                         self._save("last.pt")
                     if self._validation_due(epoch_done):
-                        upcoming = self._estimate_validation() if self._budgeted() and not \
-                            config.train.budget_excludes_validation else 0.0
+                        counts = self._budgeted() and self._validation_counts
+                        upcoming = self._estimate_validation() if counts else 0.0
                         no_time = any_rank([self._out_of_time(upcoming)], self.info, device)[0]
                         if not no_time:
                             self._validate()
