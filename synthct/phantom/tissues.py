@@ -76,6 +76,12 @@ TISSUE_NAMES: dict[int, str] = {
 }
 N_LABELS = max(TISSUE_NAMES) + 1
 
+SIGNAL_VOID = (0.0, 0.015)
+"""MR intensity (relative to the reference tissue) of tissues with no usable T1/T2 signal: air and gas (no protons),
+cortical bone and teeth (T2* below 1 ms, gone by any clinical echo time). All sit at the noise floor, so their MR
+values overlap almost entirely (see :func:`synthct.phantom.contrast.mr_overlap`), and only anatomy can tell them
+apart."""
+
 
 @dataclass(frozen=True)
 class Tissue:
@@ -95,7 +101,7 @@ _COMMON: dict[int, Tissue] = {
     MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.35, 0.5)),
     SOFT_TISSUE: Tissue((30, 55), 8.0, (-10, 95), (0.45, 0.65)),
     CSF: Tissue((3, 15), 3.0, (-15, 35), (0.12, 0.25)),
-    INTERNAL_AIR: Tissue((-990, -940), 15.0, (-1024, -850), (0.0, 0.015), 0.0),
+    INTERNAL_AIR: Tissue((-990, -940), 15.0, (-1024, -850), SIGNAL_VOID, 0.0),
     BLOOD: Tissue((35, 50), 5.0, (10, 75), (0.15, 0.45)),
 }
 
@@ -105,17 +111,17 @@ BRAIN_TISSUES: dict[int, Tissue] = {
     MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.45, 0.6)),
     GREY_MATTER: Tissue((35, 45), 3.0, (20, 60), (0.55, 0.75)),
     WHITE_MATTER: Tissue((24, 32), 3.0, (10, 45), (1.0, 1.0)),
-    CORTICAL_BONE: Tissue((1400, 1700), 110.0, (1200, 1900), (0.005, 0.04), 0.2),
+    CORTICAL_BONE: Tissue((1400, 1700), 110.0, (1200, 1900), SIGNAL_VOID, 0.0),
     CANCELLOUS_BONE: Tissue((420, 580), 60.0, (300, 700), (0.55, 0.9), 0.08),
     EYE: Tissue((5, 18), 3.0, (-10, 35), (0.12, 0.25)),
     LENS: Tissue((75, 105), 5.0, (50, 130), (0.5, 0.75)),
-    TEETH: Tissue((2100, 2600), 120.0, (1800, 3000), (0.0, 0.03), 0.2),
+    TEETH: Tissue((2100, 2600), 120.0, (1800, 3000), SIGNAL_VOID, 0.0),
 }
 
 PELVIS_TISSUES: dict[int, Tissue] = {
     **_COMMON,
     MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.3, 0.45)),
-    CORTICAL_BONE: Tissue((1100, 1450), 100.0, (850, 1750), (0.005, 0.04), 0.2),
+    CORTICAL_BONE: Tissue((1100, 1450), 100.0, (850, 1750), SIGNAL_VOID, 0.0),
     CANCELLOUS_BONE: Tissue((170, 300), 50.0, (60, 420), (0.55, 0.85), 0.08),
     MARROW: Tissue((-40, 40), 12.0, (-90, 90), (0.75, 0.95)),
     URINE: Tissue((2, 15), 4.0, (-15, 35), (0.06, 0.18)),
@@ -135,9 +141,9 @@ laryngeal and tracheal cartilage, lung apices."""
 _TRUNK: dict[int, Tissue] = {
     **_COMMON,
     MUSCLE: Tissue((40, 60), 8.0, (0, 100), (0.3, 0.45)),
-    CORTICAL_BONE: Tissue((1050, 1450), 100.0, (800, 1800), (0.005, 0.04), 0.2),
+    CORTICAL_BONE: Tissue((1050, 1450), 100.0, (800, 1800), SIGNAL_VOID, 0.0),
     CANCELLOUS_BONE: Tissue((200, 320), 45.0, (80, 450), (0.55, 0.85), 0.08),
-    INTERNAL_AIR: Tissue((-1000, -980), 8.0, (-1024, -900), (0.0, 0.015), 0.0),
+    INTERNAL_AIR: Tissue((-1000, -980), 8.0, (-1024, -900), SIGNAL_VOID, 0.0),
     LUNG: Tissue((-880, -810), 35.0, (-980, -700), (0.01, 0.05), 0.3),
     LIVER: Tissue((55, 65), 6.0, (30, 90), (0.5, 0.7)),
     KIDNEY: Tissue((28, 40), 6.0, (5, 65), (0.35, 0.55)),
@@ -158,16 +164,22 @@ TISSUES: dict[str, dict[int, Tissue]] = {"brain": BRAIN_TISSUES, "pelvis": PELVI
 
 def draw_table(tissues: dict[int, Tissue], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                               np.ndarray]:
-    """Per-case look-up tables indexed by label: (HU mean, HU texture sd, MR relative intensity, MR texture sd)."""
+    """Per-case look-up tables indexed by label: (HU mean, HU texture sd, MR relative intensity, MR texture sd).
+
+    Signal-void tissues (:data:`SIGNAL_VOID`) all take the first one's draw: one noise floor per case."""
     hu_mean = np.zeros(N_LABELS, dtype=np.float32)
     hu_texture = np.zeros(N_LABELS, dtype=np.float32)
     mr = np.zeros(N_LABELS, dtype=np.float32)
     mr_texture = np.zeros(N_LABELS, dtype=np.float32)
     hu_mean[:] = -1000.0
+    void: float | None = None
     for label in sorted(tissues):
         tissue = tissues[label]
         hu_mean[label] = rng.uniform(*tissue.hu_mean)
         hu_texture[label] = tissue.hu_texture
         mr[label] = rng.uniform(*tissue.mr_relative)
+        if tissue.mr_relative == SIGNAL_VOID:  # one noise floor per case, shared by every signal-void tissue
+            void = float(mr[label]) if void is None else void
+            mr[label] = void
         mr_texture[label] = tissue.mr_texture
     return hu_mean, hu_texture, mr, mr_texture
