@@ -8,8 +8,7 @@
    the paper's recipe instead);
 4. ``synthct export`` → ONNX model package (parity-checked);
 5. the algorithm container's entry point (``python -m synthct.algorithm``) on a grand-challenge ``/input`` tree made
-from
-   the validation cases, with the ``SYNTHCT_*`` path overrides;
+   from the validation cases, with the ``SYNTHCT_*`` path overrides;
 6. ``synthct evaluate`` on its output, with pictures and a report.
 
 Everything lands under ``--out`` (default ``demo/``); the closing table compares the model with the baseline.
