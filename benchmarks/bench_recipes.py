@@ -1,7 +1,7 @@
 """Benchmark (issue 19): the paper's recipe against the residual-encoder U-Net regression on one CPU budget.
 
     nice -n 10 .venv/bin/python benchmarks/bench_recipes.py --work bench_out/recipes --budget-minutes 15 \
-        [--concurrent] [--regions brain|brain,pelvis] [--dose] [--speed-case full|small|none] \
+        [--concurrent] [--regions brain|pelvis|brain,pelvis] [--dose] [--speed-case full|small|none] \
         [--json FILE] [--picture FILE] [--redo-from STAGE]
 
 Recipes: ``paper`` = configs/cpu_smoke.yaml (the paper's SwinUNETR generator + PatchGAN, shrunk to a CPU) and
@@ -85,8 +85,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "excepted, split evenly over the regions (default 15)")
     parser.add_argument("--concurrent", action="store_true",
                         help="train both recipes at once, each pinned to one core with one thread")
-    parser.add_argument("--regions", choices=("brain", "brain,pelvis"), default="brain",
-                        help="brain (default: phantoms + real-head cases) or brain,pelvis (half the budget each)")
+    parser.add_argument("--regions", choices=("brain", "pelvis", "brain,pelvis"), default="brain",
+                        help="brain (default: phantoms + real-head cases), pelvis (phantoms; no speed figure) or "
+                        "brain,pelvis (half the budget each)")
     parser.add_argument("--phantoms", type=int, default=10, help="small phantoms per region (default 10)")
     parser.add_argument("--head-cases", type=int, default=5,
                         help="brain cases simulated from the real head CT (default 5; 0: none)")
