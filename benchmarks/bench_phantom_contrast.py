@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             overlap = mr_overlap(volumes.mr, volumes.labels, T.CORTICAL_BONE, dark, in_plane)
             in_range.append(overlap.in_range)
             histogram.append(overlap.inseparable)
-            low, high = np.percentile(volumes.mr[core(volumes.labels, dark, in_plane)], [1.0, 99.0])
+            low, high = overlap.second_range
             bone = volumes.mr[volumes.labels == T.CORTICAL_BONE]
             every.append(float(np.mean((bone >= low) & (bone <= high))))
         print(f"{region:<8}{args.cases:>6}{np.mean(in_range):>15.2f} ({min(in_range):.2f})"

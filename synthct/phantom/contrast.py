@@ -27,12 +27,13 @@ class MrOverlap:
     (its core's 1st to 99th percentile); ``inseparable``: how badly the best single MR threshold sorts voxels into
     the two tissues, as 1 - the Kolmogorov-Smirnov distance of their MR distributions (1 = no threshold does better
     than chance, 0 = one threshold separates them perfectly; its balanced accuracy is 1 - inseparable / 2);
-    ``n_first`` / ``n_second``: core voxels compared."""
+    ``n_first`` / ``n_second``: core voxels compared; ``second_range``: that MR range (low, high)."""
 
     in_range: float
     inseparable: float
     n_first: int
     n_second: int
+    second_range: tuple[float, float]
 
 
 def core(labels: np.ndarray, label: int, in_plane: bool = False) -> np.ndarray:
@@ -56,4 +57,4 @@ def mr_overlap(mr: np.ndarray, labels: np.ndarray, first: int, second: int, in_p
     low, high = np.percentile(b, [1.0, 99.0])
     in_range = float(np.mean((a >= low) & (a <= high)))
     distance = float(stats.ks_2samp(a, b).statistic)
-    return MrOverlap(in_range, 1.0 - distance, int(a.size), int(b.size))
+    return MrOverlap(in_range, 1.0 - distance, int(a.size), int(b.size), (float(low), float(high)))
