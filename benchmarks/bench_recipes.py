@@ -5,8 +5,9 @@
         [--json FILE] [--picture FILE] [--redo-from STAGE]
 
 Recipes: ``paper`` = configs/cpu_smoke.yaml (the paper's SwinUNETR generator + PatchGAN, shrunk to a CPU) and
-``resenc`` = configs/resenc_cpu_smoke.yaml (residual-encoder U-Net, masked L1); ``--paper-config`` /
-``--resenc-config`` take others (e.g. the GPU configs), ``--set KEY=VALUE`` overrides both.
+``resenc`` = configs/resenc_cpu_smoke.yaml (residual-encoder U-Net, masked L1; the pelvis with
+configs/resenc_cpu_smoke_pelvis.yaml, its patch shaped for 2.5 mm slices); ``--paper-config`` / ``--resenc-config``
+take others, for every region (FILE) or one (REGION=FILE); ``--set KEY=VALUE`` overrides both.
 
 Stages, each skipped when its output exists under ``--work`` (``--redo-from STAGE`` deletes the outputs of that
 stage and the ones after it first):
@@ -60,6 +61,11 @@ import recipes_train as training  # noqa: E402
 from synthct.atomic import write_json_atomic  # noqa: E402
 
 RECIPES = ("paper", "resenc")
+DEFAULT_CONFIGS = {"paper": {"brain": REPO / "configs" / "cpu_smoke.yaml",
+                             "pelvis": REPO / "configs" / "cpu_smoke.yaml"},
+                   "resenc": {"brain": REPO / "configs" / "resenc_cpu_smoke.yaml",
+                              "pelvis": REPO / "configs" / "resenc_cpu_smoke_pelvis.yaml"}}
+"""Recipe → region → config: the paper's one CPU config for both; the ResEnc recipe's pelvis patch for 2.5 mm slices."""
 STAGES = ("data", "train", "export", "predict", "evaluate", "dose", "speed")
 DATA_KEYS = ("regions", "phantoms", "head_cases", "val_fraction", "seed", "inv3")
 TRAIN_KEYS = ("budget_minutes", "concurrent", "validations", "paper_config", "resenc_config", "set")
@@ -96,8 +102,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--validations", type=int, default=4,
                         help="validations during each run, besides the final one (default 4); they run on top "
                         "of the budget")
-    parser.add_argument("--paper-config", type=Path, default=REPO / "configs" / "cpu_smoke.yaml")
-    parser.add_argument("--resenc-config", type=Path, default=REPO / "configs" / "resenc_cpu_smoke.yaml")
+    for recipe in RECIPES:
+        parser.add_argument(f"--{recipe}-config", action="append", default=[], metavar="[REGION=]FILE",
+                            help=f"{recipe}'s config, for every region or (REGION=FILE, repeatable) for one; "
+                            "default " + ", ".join(f"{region}: {path.relative_to(REPO)}"
+                                                   for region, path in DEFAULT_CONFIGS[recipe].items()))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for both recipes (repeatable)")
     parser.add_argument("--dose", action="store_true", help="photon + proton gamma on two validation cases")
@@ -117,8 +126,23 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"regions": args.regions, "phantoms": args.phantoms, "head_cases": args.head_cases,
             "val_fraction": args.val_fraction, "seed": args.seed, "inv3": str(args.inv3),
             "budget_minutes": args.budget_minutes, "concurrent": args.concurrent, "validations": args.validations,
-            "paper_config": str(args.paper_config.resolve()), "resenc_config": str(args.resenc_config.resolve()),
+            **{f"{recipe}_config": recipe_configs(args, recipe) for recipe in RECIPES},
             "set": list(args.overrides)}
+
+
+def recipe_configs(args: argparse.Namespace, recipe: str) -> dict[str, str]:
+    """Region → config file of ``recipe``: DEFAULT_CONFIGS, then ``--<recipe>-config FILE`` (every region), then
+    ``--<recipe>-config REGION=FILE``."""
+    chosen = {region: str(DEFAULT_CONFIGS[recipe][region].resolve()) for region in args.regions.split(",")}
+    for entry in getattr(args, f"{recipe}_config"):
+        region, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        if region and region not in chosen:
+            raise SystemExit(f"--{recipe}-config {entry}: region {region!r} is not one of --regions {args.regions}")
+        if not Path(path).is_file():
+            raise SystemExit(f"--{recipe}-config {entry}: no such file {path}")
+        for key in ([region] if region else list(chosen)):
+            chosen[key] = str(Path(path).resolve())
+    return chosen
 
 
 def check_settings(work: Path, settings: dict[str, Any], redo: str | None) -> None:
@@ -323,13 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     say(choice)
     splits = {region: make_data(args, work, region, say) for region in regions}
 
-    configs = {"paper": args.paper_config.resolve(), "resenc": args.resenc_config.resolve()}
+    configs = {recipe: recipe_configs(args, recipe) for recipe in RECIPES}
+    say("configs: " + ", ".join(f"{recipe}_{region} {Path(configs[recipe][region]).name}"
+                                for region in regions for recipe in RECIPES))
     runs: dict[str, training.Run] = {}
     for region in regions:
         for index, recipe in enumerate(RECIPES):
             name = f"{recipe}_{region}"
-            runs[name] = training.Run(name, configs[recipe], region, work / "runs" / name, list(args.overrides),
-                                      cpus={cpus[index]} if args.concurrent else None,
+            runs[name] = training.Run(name, Path(configs[recipe][region]), region, work / "runs" / name,
+                                      list(args.overrides), cpus={cpus[index]} if args.concurrent else None,
                                       threads=1 if args.concurrent else len(cpus))
     caches = {name: work / "cache" / name for name in runs}
     for name, run in runs.items():

@@ -39,7 +39,10 @@ from synthct.sliding_window import sliding_window_predict  # noqa: E402
 from synthct.trust import mirror_members  # noqa: E402
 
 RESENC = {"architecture": "resenc_unet",
-          "resenc": {"features_per_stage": [4, 8, 16], "blocks_per_stage": [1, 1, 2], "upsample": "trilinear"}}
+          "resenc": {"features_per_stage": [4, 8, 16], "blocks_per_stage": [1, 1, 2], "upsample": "trilinear",
+                     "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}}
+"""The trained model of this file: thick-slice strides (z kept at the first down-sampling), so train, export (ONNX
+Resize with per-axis scales) and every backend see an anisotropic plan."""
 FAST_EXPORT = {"progress": False, "measure_repeats": 1, "parity_random": 1, "parity_data": 1, "optimise": False,
                "fp16": False, "backend_accuracy": False, "trust": False}
 ASYMMETRIC = np.zeros((3, 3, 3), dtype=np.float32)
@@ -59,6 +62,54 @@ def test_resenc_keeps_any_patch_shape_and_the_output_convention(upsample: str) -
     assert all(p.grad is not None for p in network.parameters())
     norms = [m for m in network.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
     assert norms and all(m.affine for m in norms)  # what export.accurate_norm swaps for ONNX Runtime
+
+
+@pytest.mark.parametrize("upsample", ["trilinear", "transposed"])
+def test_resenc_strides_are_per_stage_and_axis(upsample: str) -> None:
+    """Thick slices: z kept at the first down-sampling, halved later; the output keeps the input's shape."""
+    torch.manual_seed(0)
+    strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2]]
+    network = ResEncUNet((4, 8, 16), (1, 1, 1), upsample, strides)  # type: ignore[arg-type]
+    assert network.divisors == (2, 4, 4)
+    shapes: list[tuple[int, ...]] = []
+    for stage in network.encoder:
+        stage.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[2:])))
+    mr = torch.rand(1, 1, 8, 32, 24) * 2 - 1
+    assert network(mr).shape == mr.shape
+    assert shapes == [(8, 32, 24), (8, 16, 12), (4, 8, 6)]
+    with pytest.raises(ValueError, match=r"one \(z, y, x\) entry .* per stage \(3 stages\)"):
+        ResEncUNet((4, 8, 16), (1, 1, 1), upsample, strides[:2])  # type: ignore[arg-type]
+
+
+def test_default_strides_are_the_isotropic_plan_with_the_same_weights() -> None:
+    """Checkpoints from before the strides key load and compute the same: no strides = [1,1,1] then [2,2,2]."""
+    torch.manual_seed(0)
+    implicit = ResEncUNet((4, 8, 16), (1, 2, 1))
+    explicit = ResEncUNet((4, 8, 16), (1, 2, 1), strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]])
+    assert {k: v.shape for k, v in implicit.state_dict().items()} == {
+        k: v.shape for k, v in explicit.state_dict().items()}
+    explicit.load_state_dict(implicit.state_dict())
+    mr = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(implicit(mr), explicit(mr))
+
+
+def test_patch_and_strides_are_checked_against_each_other() -> None:
+    anisotropic = {"architecture": "resenc_unet", "resenc": {
+        "features_per_stage": [4, 8, 16, 32], "blocks_per_stage": [1, 1, 1, 1],
+        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]}}
+    config = config_from_dict({"model": anisotropic, "data": {"patch_size": [32, 96, 96]}})
+    assert config.model.resenc.strides == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    with pytest.raises(ConfigError, match=r"model\.resenc\.strides has 3 entries for 4 stages"):
+        config_from_dict({"model": {**anisotropic, "resenc": {**anisotropic["resenc"],  # type: ignore[dict-item]
+                                                              "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}}})
+    six = {"architecture": "resenc_unet", "resenc": {"features_per_stage": [4, 8, 16, 32, 64, 64],
+                                                     "blocks_per_stage": [1, 1, 1, 1, 1, 1]}}
+    config_from_dict({"model": six, "data": {"patch_size": [64, 64, 64]}})  # 2 voxels left per axis
+    with pytest.raises(ConfigError, match=r"patch_size \[32, 64, 64\].*multiple of \[32, 32, 32\].*at least 2"):
+        config_from_dict({"model": six, "data": {"patch_size": [32, 64, 64]}})
+    with pytest.raises(ConfigError, match=r"SwinUNETR needs ≥ 64 voxels on every axis"):
+        config_from_dict({"data": {"patch_size": [32, 96, 96]}})
 
 
 def test_unknown_architecture_is_an_error_listing_the_known_ones() -> None:
@@ -125,7 +176,8 @@ def test_resenc_exports_and_predicts_through_the_package_with_parity(trained: tu
     out = tmp_path / "models" / "brain"
     manifest = export_package(run / "last.pt", out, ExportOptions(**FAST_EXPORT))
     assert manifest["generator"] == {"architecture": "resenc_unet", "features_per_stage": [4, 8, 16],
-                                     "blocks_per_stage": [1, 1, 2], "upsample": "trilinear"}
+                                     "blocks_per_stage": [1, 1, 2], "upsample": "trilinear",
+                                     "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}
     assert manifest["training"]["config"]["model"]["architecture"] == "resenc_unet"
     assert manifest["parity"]["onnxruntime"]["passed"]
     assert manifest["export"]["instance_norm"].startswith("axis-wise")

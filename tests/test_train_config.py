@@ -98,7 +98,7 @@ def test_file_then_overrides_and_round_trip(tmp_path: Path) -> None:
         load_config(listed)
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "cpu_smoke.yaml", "tiny.yaml"])
+@pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(CONFIGS / name)
     if name == "paper.yaml":

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
+from synthct.train.resenc_plan import default_strides as resenc_default_strides
+from synthct.train.resenc_plan import divisors as resenc_divisors
 
 from synthct import settings
 from synthct.intensity import MrRule
@@ -45,6 +47,10 @@ class ResEncConfig(Settings):
     """Residual blocks of each encoder stage."""
     upsample: Literal["trilinear", "transposed"] = "trilinear"
     """Decoder upsampling: trilinear interpolation + 1×1×1 convolution, or a transposed convolution."""
+    strides: list[Annotated[list[Annotated[Int, in_range(1, 4)]], length(3)]] | None = None
+    """Down-sampling of each stage along (z, y, x), nnU-Net's plans; none: [1, 1, 1] then [2, 2, 2] for every next
+    stage. Thick slices: leave z at 1 until the in-plane spacing has caught up (2.5 mm slices, 1 mm pixels:
+    [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]])."""
 
 
 class ModelConfig(Settings):
@@ -113,10 +119,11 @@ class DataConfig(Settings):
     """Split JSON (``--split``); empty: a seeded split is made and written to the run folder."""
     val_fraction: Annotated[Float, in_range(0.0, 1.0, low_open=True)] = 0.2
     split_seed: Annotated[Int, in_range(0)] = 0
-    patch_size: Annotated[list[Annotated[Int, in_range(64, 512, multiple_of=32)]], length(3)] = Field(
+    patch_size: Annotated[list[Annotated[Int, in_range(32, 512, multiple_of=32)]], length(3)] = Field(
         default_factory=lambda: [64, 64, 64])
-    """Training patch (z, y, x), voxels. SwinUNETR needs multiples of 32, and ≥ 64 to train (instance norm of its
-    1/32-resolution bottleneck needs more than one voxel)."""
+    """Training patch (z, y, x), voxels, multiples of 32 (the package's rule). SwinUNETR needs ≥ 64 on every axis to
+    train (instance norm of its 1/32-resolution bottleneck needs more than one voxel); the ResEnc U-Net takes 32
+    (e.g. [32, 96, 96] for 2.5 mm pelvis slices: more in-plane context for the same voxels)."""
     mr_normalisation: MrNormalisationConfig = Field(default_factory=MrNormalisationConfig)
     foreground_fraction: Annotated[Float, in_range(0.0, 1.0)] = 0.9
     """Fraction of patches whose centre lies inside the body mask (the rest: anywhere in the volume)."""
@@ -255,6 +262,9 @@ class Config(Settings):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         model = self.model
+        if model.architecture == "swinunetr" and min(self.data.patch_size) < 64:
+            raise ValueError(f"data.patch_size {self.data.patch_size}: SwinUNETR needs ≥ 64 voxels on every axis "
+                             "(its 1/32-resolution bottleneck must keep more than one voxel for instance norm)")
         if model.architecture == "swinunetr":
             for index, heads in enumerate(model.num_heads):
                 if (model.feature_size * 2**index) % heads:
@@ -263,9 +273,21 @@ class Config(Settings):
                         f"{model.feature_size * 2**index} (feature_size × 2^{index})"
                     )
         resenc = model.resenc
-        if len(resenc.features_per_stage) != len(resenc.blocks_per_stage):
-            raise ValueError(f"model.resenc: features_per_stage has {len(resenc.features_per_stage)} stages, "
+        stages = len(resenc.features_per_stage)
+        if len(resenc.blocks_per_stage) != stages:
+            raise ValueError(f"model.resenc: features_per_stage has {stages} stages, "
                              f"blocks_per_stage {len(resenc.blocks_per_stage)}; they must match")
+        if resenc.strides is not None and len(resenc.strides) != stages:
+            raise ValueError(f"model.resenc.strides has {len(resenc.strides)} entries for {stages} stages; "
+                             "give one [z, y, x] per stage")
+        if model.architecture == "resenc_unet":
+            strides = resenc.strides if resenc.strides is not None else resenc_default_strides(stages)
+            divisor = resenc_divisors(strides)
+            patch = self.data.patch_size
+            if any(size % d or size // d < 2 for size, d in zip(patch, divisor, strict=True)):
+                raise ValueError(f"data.patch_size {patch} (z, y, x) must be a multiple of {list(divisor)} (the "
+                                 "product of model.resenc.strides per axis) with at least 2 voxels per axis left "
+                                 "at the deepest stage")
         return self
 
 

@@ -99,8 +99,8 @@ def architecture_settings(model_config: Mapping[str, Any]) -> dict[str, Any]:
     architecture = architecture_of(model_config)
     if architecture == "resenc_unet":
         resenc = dict(model_config.get("resenc") or {})
-        keys = ("features_per_stage", "blocks_per_stage", "upsample")
-        return {"architecture": architecture, **{k: resenc[k] for k in keys if k in resenc}}
+        keys = ("features_per_stage", "blocks_per_stage", "upsample", "strides")
+        return {"architecture": architecture, **{k: resenc[k] for k in keys if resenc.get(k) is not None}}
     keys = ("feature_size", "depths", "num_heads", "use_v2")
     return {"architecture": architecture, **{k: model_config[k] for k in keys if k in model_config}}
 
@@ -128,13 +128,14 @@ def check_generator_state(state: Mapping[str, Any], model_config: Mapping[str, A
 def build_generator(model_config: Mapping[str, Any]) -> nn.Module:
     """The generator described by the config's ``model`` section: ``architecture`` swinunetr (keys feature_size,
     depths, num_heads, use_v2, use_checkpoint) or resenc_unet (``resenc``: features_per_stage, blocks_per_stage,
-    upsample); missing keys take the defaults."""
+    upsample, strides); missing keys take the defaults."""
     if architecture_of(model_config) == "resenc_unet":
         resenc = model_config.get("resenc") or {}
         return ResEncUNet(
             features_per_stage=tuple(resenc.get("features_per_stage", (32, 64, 128, 256, 320))),
             blocks_per_stage=tuple(resenc.get("blocks_per_stage", (1, 3, 4, 6, 6))),
             upsample=resenc.get("upsample", "trilinear"),
+            strides=resenc.get("strides"),
         )
     return Generator(
         feature_size=int(model_config.get("feature_size", 24)),

@@ -1,15 +1,19 @@
 """Residual-encoder 3-D U-Net (nnU-Net "ResEnc" style): the regression generator of the second recipe.
 
 Tensors are (batch, channel, z, y, x). Encoder: a stem convolution, then per stage ``blocks_per_stage[s]`` residual
-blocks (conv-IN-LeakyReLU-conv-IN + skip, then LeakyReLU), the first block of every stage but the first halving the
-resolution with a stride-2 convolution (its skip a strided 1×1×1 convolution + IN, also where the width changes).
-Decoder: per stage, up-sampling (trilinear ×2 then a 1×1×1 convolution, or a 2×2×2 transposed convolution), the
-encoder's skip concatenated, one conv-IN-LeakyReLU block. Head: a 1×1×1 convolution to one channel, then tanh: the
-same output convention as the SwinUNETR generator (normalised CT in [-1, 1]), so the package's HU mapping holds.
+blocks (conv-IN-LeakyReLU-conv-IN + skip, then LeakyReLU), the first block of every stage but the first
+down-sampling with a strided convolution (its skip a strided 1×1×1 convolution + IN, also where the width changes).
+The strides are per stage and axis (nnU-Net's plans): 2 on every axis by default, or e.g. ``(1, 2, 2)`` first for
+thick slices, so that z is halved only once the in-plane voxels have caught up with the slice spacing.
+Decoder: per stage, up-sampling by that stage's stride (trilinear then a 1×1×1 convolution, or a transposed
+convolution with kernel = stride), the encoder's skip concatenated, one conv-IN-LeakyReLU block. Head: a 1×1×1
+convolution to one channel, then tanh: the same output convention as the SwinUNETR generator (normalised CT in
+[-1, 1]), so the package's HU mapping holds.
 
 Instance norms are ``nn.InstanceNorm3d(affine=True)``: the export's accurate-norm swap
-(:mod:`synthct.export.accurate_norm`) replaces them like SwinUNETR's. Every spatial size must be a multiple of
-``2 ** (stages - 1)``, and the deepest stage should keep at least 2 voxels per axis (instance norm in training).
+(:mod:`synthct.export.accurate_norm`) replaces them like SwinUNETR's. Every spatial size must be a multiple of the
+product of the strides along its axis (:attr:`ResEncUNet.divisors`), and the deepest stage should keep at least 2
+voxels per axis (instance norm in training).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from synthct.train.resenc_plan import Stride, default_strides, divisors
 from torch import nn
 
 Upsample = Literal["trilinear", "transposed"]
@@ -43,7 +48,7 @@ class ResidualBlock(nn.Module):
     """``act(IN(conv(act(IN(conv(x))))) + skip(x))``; skip: identity, or a 1×1×1 convolution (+ IN) when the
     stride or the width changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int | Stride = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.norm1 = _norm(out_channels)
@@ -51,7 +56,7 @@ class ResidualBlock(nn.Module):
         self.norm2 = _norm(out_channels)
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
         self.skip: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
+        if stride not in (1, (1, 1, 1)) or in_channels != out_channels:
             self.skip = nn.Sequential(nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False),
                                       _norm(out_channels))
 
@@ -62,33 +67,38 @@ class ResidualBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Double the resolution and change the width: trilinear ×2 + 1×1×1 convolution, or a transposed 2×2×2 one."""
+    """Undo one stage's stride and change the width: trilinear up-sampling + 1×1×1 convolution, or a transposed
+    convolution whose kernel is the stride."""
 
-    def __init__(self, in_channels: int, out_channels: int, mode: Upsample) -> None:
+    def __init__(self, in_channels: int, out_channels: int, mode: Upsample, stride: Stride = (2, 2, 2)) -> None:
         super().__init__()
         if mode not in UPSAMPLE_MODES:
             raise ValueError(f"unknown upsample {mode!r} (expected one of {UPSAMPLE_MODES})")
         self.mode = mode
+        self.stride = stride
         if mode == "transposed":
-            self.conv: nn.Module = nn.ConvTranspose3d(in_channels, out_channels, 2, stride=2, bias=False)
+            self.conv: nn.Module = nn.ConvTranspose3d(in_channels, out_channels, stride, stride=stride, bias=False)
         else:
             self.conv = nn.Conv3d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "trilinear":
-            x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
+            x = F.interpolate(x, scale_factor=tuple(float(f) for f in self.stride), mode="trilinear",
+                              align_corners=False)
         return self.conv(x)
 
 
 class ResEncUNet(nn.Module):
     """Residual-encoder U-Net, 1 → 1 channel, output tanh: normalised MR in, normalised CT in [-1, 1] out.
 
-    ``features_per_stage`` (widths, shallowest first) and ``blocks_per_stage`` (residual blocks per encoder stage)
-    have one entry per stage; the input's spatial sizes must be multiples of ``2 ** (stages - 1)``.
+    ``features_per_stage`` (widths, shallowest first), ``blocks_per_stage`` (residual blocks per encoder stage) and
+    ``strides`` ((z, y, x) per stage, the first usually (1, 1, 1); None: :func:`default_strides`) have one entry per
+    stage; the input's spatial sizes must be multiples of :attr:`divisors`.
     """
 
     def __init__(self, features_per_stage: Sequence[int] = (32, 64, 128, 256, 320),
-                 blocks_per_stage: Sequence[int] = (1, 3, 4, 6, 6), upsample: Upsample = "trilinear") -> None:
+                 blocks_per_stage: Sequence[int] = (1, 3, 4, 6, 6), upsample: Upsample = "trilinear",
+                 strides: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         features = [int(f) for f in features_per_stage]
         blocks = [int(b) for b in blocks_per_stage]
@@ -97,26 +107,33 @@ class ResEncUNet(nn.Module):
                              "and at least 2 stages")
         if min(features) < 1 or min(blocks) < 1:
             raise ValueError(f"widths and block counts must be ≥ 1, got {features} and {blocks}")
+        plan = default_strides(len(features)) if strides is None else [
+            (int(s[0]), int(s[1]), int(s[2])) for s in strides if len(s) == 3]
+        if strides is not None and (len(plan) != len(features) or len(plan) != len(strides)
+                                    or min(min(s) for s in plan) < 1):
+            raise ValueError(f"strides {[list(s) for s in strides]} need one (z, y, x) entry of positive integers "
+                             f"per stage ({len(features)} stages)")
         self.features = features
+        self.strides = plan
         self.stem = ConvNormAct(1, features[0])
         self.encoder = nn.ModuleList()
         previous = features[0]
         for stage, (width, count) in enumerate(zip(features, blocks, strict=True)):
-            layers = [ResidualBlock(previous, width, stride=1 if stage == 0 else 2)]
+            layers = [ResidualBlock(previous, width, stride=plan[stage])]
             layers += [ResidualBlock(width, width) for _ in range(count - 1)]
             self.encoder.append(nn.Sequential(*layers))
             previous = width
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for stage in range(len(features) - 2, -1, -1):
-            self.up.append(UpBlock(features[stage + 1], features[stage], upsample))
+            self.up.append(UpBlock(features[stage + 1], features[stage], upsample, plan[stage + 1]))
             self.decoder.append(ConvNormAct(2 * features[stage], features[stage]))
         self.head = nn.Conv3d(features[0], 1, 1)
 
     @property
-    def divisor(self) -> int:
-        """Every spatial size of the input must be a multiple of this."""
-        return 2 ** (len(self.features) - 1)
+    def divisors(self) -> Stride:
+        """(z, y, x): every spatial size of the input must be a multiple of this along its axis."""
+        return divisors(self.strides)
 
     def forward(self, mr: torch.Tensor) -> torch.Tensor:
         skips = []
