@@ -204,6 +204,12 @@ def test_resenc_exports_and_predicts_through_the_package_with_parity(trained: tu
     difference = np.abs(sct - expected.astype(np.float32))[mask]
     assert difference.max() <= 1.0  # int16 rounding of two float32 results ≤ 0.5 HU apart
     assert np.ptp(sct[mask]) > 1.0  # not a constant: the comparison means something
+    # the per-axis up-sampling (ONNX Resize with scales (1, 2, 2)) through OpenVINO as well
+    pytest.importorskip("openvino")
+    patch = np.random.default_rng(0).uniform(-1.0, 0.5, (2, 1, *package.patch_size)).astype(np.float32)
+    reference = make_predictor(package, "onnxruntime", "cpu", 1)(patch)
+    openvino = make_predictor(package, "openvino", "cpu", 1)(patch)
+    assert float(np.abs(openvino - reference).max()) < 1e-3  # normalised CT: 1e-3 ≈ 2 HU
 
 
 def test_a_checkpoint_of_one_architecture_is_refused_by_the_other(trained: tuple[Path, dict[str, Any]],

@@ -42,7 +42,8 @@ def test_typo_names_the_key_and_suggests_the_right_one() -> None:
     ("values", "message"),
     [
         ({"model": {"feature_size": 13}}, r"model\.feature_size: 13 must be a multiple of 12"),
-        ({"data": {"patch_size": [32, 64, 64]}}, r"data\.patch_size\[0\]: 32 is out of range"),
+        ({"data": {"patch_size": [16, 64, 64]}}, r"data\.patch_size\[0\]: 16 is out of range"),
+        ({"data": {"patch_size": [32, 64, 64]}}, r"data\.patch_size \[32, 64, 64\]: SwinUNETR needs ≥ 64"),
         ({"data": {"patch_size": [64, 64]}}, r"data\.patch_size: expected 3 values"),
         ({"data": {"patch_size": [80, 64, 64]}}, r"data\.patch_size\[0\]: 80 must be a multiple of 32"),
         ({"loss": {"weighting": "flor"}}, r"loss\.weighting: 'flor' is not one of .*did you mean 'floor'"),
