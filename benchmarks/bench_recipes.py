@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {load_start}")
     regions = args.regions.split(",")
     names = [f"{recipe}_{region}" for region in regions for recipe in RECIPES]
-    check_settings(work, settings_of(args), args.redo_from)
+    settings = settings_of(args)
+    check_settings(work, settings, args.redo_from)
     if args.redo_from:
         redo_from(work, args.redo_from, names)
     cpus = host["usable_cpus"]
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     say(choice)
     splits = {region: make_data(args, work, region, say) for region in regions}
 
-    configs = {recipe: recipe_configs(args, recipe) for recipe in RECIPES}
+    configs: dict[str, dict[str, str]] = {recipe: settings[f"{recipe}_config"] for recipe in RECIPES}
     say("configs: " + ", ".join(f"{recipe}_{region} {Path(configs[recipe][region]).name}"
                                 for region in regions for recipe in RECIPES))
     runs: dict[str, training.Run] = {}
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"{host['cpu_model']} ({len(cpus)} cores), training {how}; {choice}")
     picture = report.picture(args.picture or work / "bench_recipes.png", curves, rows, title, minutes)
     payload = {"machine": host, "load_average_start": load_start, "load_average_end": load_end,
-               "training": how, "choice": choice, "settings": settings_of(args), "calibration": calibration,
+               "training": how, "choice": choice, "settings": settings, "calibration": calibration,
                "train_commands": {k: [str(x) for x in v] for k, v in argvs.items()}, "splits": splits,
                "rows": rows, "targets": goals, "learning_curves": curves, "picture": str(picture)}
     out = args.json or work / "bench_recipes.json"

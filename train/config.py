@@ -23,8 +23,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
-from synthct.train.resenc_plan import default_strides as resenc_default_strides
 from synthct.train.resenc_plan import divisors as resenc_divisors
+from synthct.train.resenc_plan import stride_plan as resenc_stride_plan
 
 from synthct import settings
 from synthct.intensity import MrRule
@@ -281,8 +281,7 @@ class Config(Settings):
             raise ValueError(f"model.resenc.strides has {len(resenc.strides)} entries for {stages} stages; "
                              "give one [z, y, x] per stage")
         if model.architecture == "resenc_unet":
-            strides = resenc.strides if resenc.strides is not None else resenc_default_strides(stages)
-            divisor = resenc_divisors(strides)
+            divisor = resenc_divisors(resenc_stride_plan(resenc.strides, stages))
             patch = self.data.patch_size
             if any(size % d or size // d < 2 for size, d in zip(patch, divisor, strict=True)):
                 raise ValueError(f"data.patch_size {patch} (z, y, x) must be a multiple of {list(divisor)} (the "

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from synthct.train.resenc_plan import Stride, default_strides, divisors
+from synthct.train.resenc_plan import Stride, divisors, stride_plan
 from torch import nn
 
 Upsample = Literal["trilinear", "transposed"]
@@ -107,12 +107,7 @@ class ResEncUNet(nn.Module):
                              "and at least 2 stages")
         if min(features) < 1 or min(blocks) < 1:
             raise ValueError(f"widths and block counts must be ≥ 1, got {features} and {blocks}")
-        plan = default_strides(len(features)) if strides is None else [
-            (int(s[0]), int(s[1]), int(s[2])) for s in strides if len(s) == 3]
-        if strides is not None and (len(plan) != len(features) or len(plan) != len(strides)
-                                    or min(min(s) for s in plan) < 1):
-            raise ValueError(f"strides {[list(s) for s in strides]} need one (z, y, x) entry of positive integers "
-                             f"per stage ({len(features)} stages)")
+        plan = stride_plan(strides, len(features))
         self.features = features
         self.strides = plan
         self.stem = ConvNormAct(1, features[0])

@@ -17,6 +17,17 @@ def default_strides(stages: int) -> list[Stride]:
     return [(1, 1, 1)] + [(2, 2, 2)] * (stages - 1)
 
 
+def stride_plan(strides: Sequence[Sequence[int]] | None, stages: int) -> list[Stride]:
+    """``strides`` as one (z, y, x) tuple per stage (None: :func:`default_strides`); ValueError unless there is one
+    entry of three positive integers per stage."""
+    if strides is None:
+        return default_strides(stages)
+    if len(strides) != stages or any(len(s) != 3 or min(int(v) for v in s) < 1 for s in strides):
+        raise ValueError(f"strides {[list(s) for s in strides]} need one (z, y, x) entry of positive integers per "
+                         f"stage ({stages} stages)")
+    return [(int(s[0]), int(s[1]), int(s[2])) for s in strides]
+
+
 def divisors(strides: Sequence[Sequence[int]]) -> Stride:
     """(z, y, x): the product of the strides along each axis; every input size must be a multiple of it."""
     z, y, x = 1, 1, 1
