@@ -117,6 +117,32 @@ def test_generator_loss_combines_the_terms() -> None:
     assert without_gan["total"].item() == pytest.approx((terms["l1"] + 2.0 * terms["ssim"]).item(), rel=1e-6)
 
 
+def test_masked_l1_plus_ssim_the_resenc_pelvis_loss() -> None:
+    """configs/resenc_cpu_smoke_pelvis.yaml: L1 averaged inside the body only, plus alpha·(1 − SSIM) over the whole
+    patch; the SSIM term is what tells a prediction that draws a thin bone shell from one that leaves it at soft
+    tissue when the shell is a small share of the body's voxels."""
+    target = torch.full((1, 1, 16, 16, 16), float(_hu([40.0])[0]))
+    target[..., 4:12, 4:12, 7] = float(_hu([1200.0])[0])  # a one-voxel bone plate
+    mask = torch.zeros_like(target)
+    mask[..., 2:14, 2:14, 2:14] = 1.0
+    outside = target.clone()
+    outside[mask < 0.5] = -1.0  # errors outside the body only
+    terms = generator_loss(outside, target, None, alpha=3.0, lambda_gan=0.0, weighting="uniform", mask=mask)
+    assert terms["l1"].item() == pytest.approx(0.0)
+    assert terms["ssim"].item() > 0.0  # SSIM stays over the whole patch
+    assert terms["total"].item() == pytest.approx(3.0 * terms["ssim"].item(), rel=1e-6)
+    # No plate drawn vs the plate drawn at half its contrast: the same masked L1 ...
+    no_plate = torch.full_like(target, float(_hu([40.0])[0]))
+    half_plate = target.clone()
+    half_plate[..., 4:12, 4:12, 7] = float(_hu([620.0])[0])
+    half_plate[..., 4:12, 4:12, 6] = float(_hu([620.0])[0])  # blurred into its neighbour
+    l1_none = weighted_l1(no_plate, target, "uniform", mask=mask).item()
+    l1_half = weighted_l1(half_plate, target, "uniform", mask=mask).item()
+    assert l1_half == pytest.approx(l1_none, rel=1e-3)
+    # ... but SSIM rewards the drawn structure.
+    assert ssim_loss(half_plate, target).item() < 0.5 * ssim_loss(no_plate, target).item()
+
+
 def test_discriminator_output_shape() -> None:
     discriminator = build_discriminator({"disc_channels": 4, "disc_layers": 3})
     mr = torch.zeros((2, 1, 32, 40, 48))
