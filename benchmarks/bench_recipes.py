@@ -135,7 +135,7 @@ def recipe_configs(args: argparse.Namespace, recipe: str) -> dict[str, str]:
     ``--<recipe>-config REGION=FILE``."""
     chosen = {region: str(DEFAULT_CONFIGS[recipe][region].resolve()) for region in args.regions.split(",")}
     for entry in getattr(args, f"{recipe}_config"):
-        region, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        region, _, path = entry.rpartition("=")  # no "=": region "", path the whole entry
         if region and region not in chosen:
             raise SystemExit(f"--{recipe}-config {entry}: region {region!r} is not one of --regions {args.regions}")
         if not Path(path).is_file():

@@ -262,10 +262,11 @@ class Config(Settings):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         model = self.model
-        if model.architecture == "swinunetr" and min(self.data.patch_size) < 64:
-            raise ValueError(f"data.patch_size {self.data.patch_size}: SwinUNETR needs ≥ 64 voxels on every axis "
-                             "(its 1/32-resolution bottleneck must keep more than one voxel for instance norm)")
         if model.architecture == "swinunetr":
+            if min(self.data.patch_size) < 64:
+                raise ValueError(f"data.patch_size {self.data.patch_size}: SwinUNETR needs ≥ 64 voxels on every "
+                                 "axis (its 1/32-resolution bottleneck must keep more than one voxel for instance "
+                                 "norm)")
             for index, heads in enumerate(model.num_heads):
                 if (model.feature_size * 2**index) % heads:
                     raise ValueError(
