@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -271,6 +272,28 @@ def openvino_version_problem(version: str, vendor: str) -> str | None:
     return None
 
 
+_OPENVINO_CORE: list[Any] = []
+_OPENVINO_CORE_LOCK = threading.Lock()
+
+
+def openvino_core(ov: Any) -> Any:
+    """The process's one ``ov.Core``, made on first use and kept until exit; every OpenVINO predictor compiles on it.
+
+    Each ``ov.Core`` loads its own CPU plugin, and on Linux that plugin's constructor gives the calling thread a new
+    alternate signal stack (``sigaltstack``, sized for AMX state) while its destructor unmaps that stack, restoring
+    the one it found only if its own is still current. Two plugins released in the order they were made (A, B; A
+    freed, then B) therefore leave the thread's alternate stack pointing at A's unmapped memory, and the next signal
+    handled there (Python installs its handlers — SIGINT, SIGTERM, SIGCHLD, SIGALRM — with ``SA_ONSTACK``) kills the
+    process with SIGSEGV or writes its frame into whatever has been mapped there since (OpenVINO 2026.4; this suite
+    crashed so, in the pytest process, after a DataLoader's SIGCHLD handler and two predictors). One Core that is
+    never released makes one plugin, and its stack stays valid (tests/test_backends.py).
+    """
+    with _OPENVINO_CORE_LOCK:
+        if not _OPENVINO_CORE:
+            _OPENVINO_CORE.append(ov.Core())
+        return _OPENVINO_CORE[0]
+
+
 class OpenVinoPredictor:
     """OpenVINO on the CPU, reading the package's ONNX (sha256-verified bytes) directly; ``precision`` f32 or bf16.
 
@@ -304,7 +327,7 @@ class OpenVinoPredictor:
             import io
 
             source = io.BytesIO(read_verified(package.onnx_path, onnx_entry["sha256"]))
-        core = ov.Core()
+        core = openvino_core(ov)
         try:
             model = core.read_model(source)
             input_port = next(p for p in model.inputs if package.input_name in p.get_names())

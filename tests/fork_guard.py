@@ -4,7 +4,8 @@ One process runs the whole suite, so by the time a test starts, earlier tests ma
 keep their own thread pools (OpenVINO's TBB, ONNX Runtime's, torch's OpenMP, ITK's). ``fork()`` copies only the
 calling thread: a child that goes on running Python inherits those pools' locks and heap state mid-operation, the
 classic cause of deadlocks and heap corruption (this suite once crashed in malloc after OpenVINO, then DataLoader
-workers, then a ``subprocess.run``). So:
+workers, then a ``subprocess.run``; a crash of that shape was later traced to OpenVINO plugins leaving a dangling
+alternate signal stack, see ``algorithm/backends.py`` ``openvino_core``). So:
 
 * :func:`install` makes ``forkserver`` the default multiprocessing start method of the pytest process: pools and
   processes of code under test (``ProcessPoolExecutor`` without ``mp_context``, for one) start from a clean server

@@ -239,6 +239,47 @@ def test_openvino_matches_onnxruntime_on_the_analytic_model(analytic: Path) -> N
         make_predictor(package, "openvino", "cuda")
 
 
+SIGNAL_AFTER_TWO_PREDICTORS = """
+import gc, signal, subprocess, sys
+from synthct.algorithm.backends import OpenVinoPredictor
+from synthct.model_package import load_model_package
+
+package = load_model_package(sys.argv[1])
+first = OpenVinoPredictor(package, threads=1)
+second = OpenVinoPredictor(package, threads=1)
+del first  # released before the one made after it
+gc.collect()
+del second
+gc.collect()
+signal.signal(signal.SIGCHLD, lambda *args: None)  # a Python handler: delivered on the alternate signal stack
+for _ in range(3):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("signals handled")
+"""
+
+
+def test_openvino_predictors_leave_a_valid_signal_stack(analytic: Path, tmp_path: Path) -> None:
+    """Two predictors released in creation order, then signals with a Python handler: the process lives on.
+
+    With one ``ov.Core`` per predictor, OpenVINO's CPU plugins left the thread's alternate signal stack pointing at
+    unmapped memory and the child died of SIGSEGV at the first SIGCHLD (exit -11; see ``backends.openvino_core``).
+    Run in a child process, which is what such a crash kills."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    script = tmp_path / "signals.py"
+    script.write_text(SIGNAL_AFTER_TWO_PREDICTORS, encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script), str(analytic)], capture_output=True, text=True,
+                            encoding="utf-8", timeout=600)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert result.stdout.strip() == "signals handled"
+    from synthct.telemetry import import_openvino
+
+    ov = import_openvino()
+    assert backends.openvino_core(ov) is backends.openvino_core(ov)
+
+
 def test_accuracy_cases_are_the_runs_validation_cases(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     from synthct.export.backend_accuracy import judge, validation_ids
