@@ -29,21 +29,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def timed(run: Callable[[], Any], repeats: int, sync: Callable[[], None] | None = None) -> dict[str, float]:
-    """Median and min seconds of ``repeats`` calls after one warm-up (``sync`` waits for the GPU)."""
-    run()
-    if sync:
-        sync()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - started)
-    return {"median_s": statistics.median(times), "min_s": min(times)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import timed
 
 
 def interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:

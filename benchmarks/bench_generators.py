@@ -15,57 +15,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from synthct.train.config import load_config
-from synthct.train.models import build_generator
+from synthct.train.step import build_step_models, prepare_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recipes_report as report
+from timing import cuda_sync, timed
 
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(call: Any, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``call()`` over ``repeats`` timed calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+AMP_CHOICES = ("off", "bf16", "fp16")
 
 
 def measure(config_name: str, device: torch.device, batch_size: int, amp: str, warmup: int,
             repeats: int) -> dict[str, Any]:
     """Inference and training-pass patches/s of the generator of one config (its ``data.patch_size``)."""
-    config = load_config(config_name, [])
-    model_config = config.to_dict()["model"]
-    generator = build_generator(model_config).to(device)
-    if config.train.channels_last:
-        generator = generator.to(memory_format=torch.channels_last_3d)
+    config = load_config(config_name, [f"train.amp={amp}"])
+    models = build_step_models(config, device)  # the generator as training sets it up (memory format included)
+    generator = models.generator
     patch = tuple(config.data.patch_size)
     voxels = patch[0] * patch[1] * patch[2]
-    mr = torch.rand((batch_size, 1, *patch), device=device) * 2 - 1
-    if config.train.channels_last:
-        mr = mr.contiguous(memory_format=torch.channels_last_3d)
-    dtype = AMP_DTYPES[amp]
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else (
-        lambda: torch.autocast(device.type, enabled=False))
+    (mr,) = prepare_inputs(models, torch.rand((batch_size, 1, *patch)) * 2 - 1)
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=models.amp_dtype, enabled=models.amp_dtype is not None)
 
     def infer() -> None:
         with torch.no_grad(), autocast():
@@ -77,11 +53,14 @@ def measure(config_name: str, device: torch.device, batch_size: int, amp: str, w
             loss = (generator(mr).float() - mr.float()).abs().mean()
         loss.backward()
 
+    def sync() -> None:
+        cuda_sync(device)
+
     generator.eval()
-    inference_s = _timed(infer, device, warmup, repeats)
+    inference_s = timed(infer, repeats, sync, warmup)["median_s"]
     generator.train()
-    train_s = _timed(train_pass, device, warmup, repeats)
-    return {"config": config_name, "architecture": model_config["architecture"], "patch": list(patch),
+    train_s = timed(train_pass, repeats, sync, warmup)["median_s"]
+    return {"config": config_name, "architecture": config.model.architecture, "patch": list(patch),
             "params_m": round(sum(p.numel() for p in generator.parameters()) / 1e6, 2),
             "inference_patches_per_s": round(batch_size / inference_s, 2),
             "train_patches_per_s": round(batch_size / train_s, 2),
@@ -94,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", default=["paper", "resenc"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--amp", default="bf16", choices=sorted(AMP_DTYPES))
+    parser.add_argument("--amp", default="bf16", choices=AMP_CHOICES)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the summary here")

@@ -23,6 +23,7 @@ import torch
 from synthct.train.config import config_from_dict
 from synthct.train.process import tune_cpu_allocator
 from synthct.train.step import build_step_models, train_step
+from timing import cuda_sync
 
 
 def _volumes(patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +58,6 @@ def _batch(mr: np.ndarray, ct: np.ndarray, batch: int, patch: int, rng: np.rando
         mrs.append(mr[window][None])
         cts.append(ct[window][None])
     return torch.from_numpy(np.stack(mrs)).to(device), torch.from_numpy(np.stack(cts)).to(device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     times = []
     for index in range(args.warmup + args.steps):
         mr_batch, ct_batch = _batch(mr, ct, args.batch_size, args.patch, rng, device)
-        _sync(device)
+        cuda_sync(device)
         began = time.perf_counter()
         values = train_step(models, mr_batch, ct_batch, config, use_gan)
-        _sync(device)
+        cuda_sync(device)
         if index >= args.warmup:
             times.append(time.perf_counter() - began)
     models.generator.eval()
@@ -112,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                                          enabled=models.amp_dtype is not None):
         mr_batch, _ = _batch(mr, ct, args.batch_size, args.patch, rng, device)
         models.generator(mr_batch)
-        _sync(device)
+        cuda_sync(device)
         began = time.perf_counter()
         models.generator(mr_batch)
-        _sync(device)
+        cuda_sync(device)
         inference = time.perf_counter() - began
     step_s = statistics.median(times)
     summary = {

@@ -44,13 +44,9 @@ from synthct.train.config import load_config  # noqa: E402
 from synthct.train.data import augment_on_device, make_epoch_loader, mapped_train_volume  # noqa: E402
 from synthct.train.process import peak_rss_mb, tune_cpu_allocator  # noqa: E402
 from synthct.train.step import build_step_models, prepare_inputs, train_step  # noqa: E402
+from timing import cuda_sync  # noqa: E402
 
 from synthct.cache import prepare_cache, settings_for_patch  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _phantoms(work: Path, count: int, size: str) -> Path:
@@ -78,7 +74,7 @@ def _loader_rate(volumes: list, config, device: torch.device, on_device: bool, b
     began = 0.0
     for index in range(warmup + batches):
         if index == warmup:
-            _sync(device)
+            cuda_sync(device)
             began = time.perf_counter()
         batch = next(iterator)
         if on_device:
@@ -86,7 +82,7 @@ def _loader_rate(volumes: list, config, device: torch.device, on_device: bool, b
                                        config.data.patch_size)
         else:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    _sync(device)
+    cuda_sync(device)
     elapsed = time.perf_counter() - began
     del iterator, loader
     return batches * config.train.batch_size / elapsed
@@ -105,12 +101,12 @@ def _model_rate(config, device: torch.device, steps: int, warmup: int) -> tuple[
     began = time.perf_counter()
     for _ in range(warmup):
         train_step(models, mr, ct, config, use_gan)
-    _sync(device)
+    cuda_sync(device)
     warm_s = time.perf_counter() - began
     began = time.perf_counter()
     for _ in range(steps):
         train_step(models, mr, ct, config, use_gan)
-    _sync(device)
+    cuda_sync(device)
     return steps * config.train.batch_size / (time.perf_counter() - began), warm_s
 
 

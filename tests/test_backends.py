@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,9 +267,6 @@ def test_openvino_predictors_leave_a_valid_signal_stack(analytic: Path, tmp_path
     unmapped memory and the child died of SIGSEGV at the first SIGCHLD (exit -11; see ``backends.openvino_core``).
     Run in a child process, which is what such a crash kills."""
     pytest.importorskip("openvino")
-    import subprocess
-    import sys
-
     script = tmp_path / "signals.py"
     script.write_text(SIGNAL_AFTER_TWO_PREDICTORS, encoding="utf-8")
     result = subprocess.run([sys.executable, str(script), str(analytic)], capture_output=True, text=True,
